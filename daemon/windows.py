@@ -135,10 +135,9 @@ def _samples_of(block: npt.ArrayLike) -> npt.NDArray[np.float32]:
 
 
 def _samples_from_seconds(key: str, seconds: float, sample_rate: int) -> int:
-    n_samples = round(seconds * sample_rate)
-    if not np.isfinite(seconds) or n_samples < 1:
+    if not np.isfinite(seconds) or round(seconds * sample_rate) < 1:
         raise ConfigError(f"{key}: expected a positive duration in seconds, got {seconds!r}")
-    return n_samples
+    return round(seconds * sample_rate)
 
 
 class Windower:
