@@ -25,16 +25,22 @@ SEED: Final = 20240601
 ROWS_PER_REFERENCE_CHUNK: Final = 32  # float64 reference mean over 1 h without a 2.5 GB copy
 
 
-def best_of(
-    repeats: int, function: Callable[[], npt.NDArray[np.floating]]
-) -> tuple[float, npt.NDArray[np.floating]]:
-    """Smallest wall time of ``repeats`` calls (the least disturbed by other processes)."""
-    best_s, result = float("inf"), function()  # the first call warms caches and FFT plans
+def race(
+    repeats: int, contenders: dict[str, Callable[[], npt.NDArray[np.floating]]]
+) -> dict[str, tuple[float, npt.NDArray[np.floating]]]:
+    """Best-of-``repeats`` wall time and result of each contender.
+
+    Rounds interleave the contenders, so a busy neighbour on a shared machine slows all of
+    them alike instead of whichever happened to run then.
+    """
+    results = {name: (float("inf"), function()) for name, function in contenders.items()}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        best_s = min(best_s, time.perf_counter() - start)
-    return best_s, result
+        for name, function in contenders.items():
+            start = time.perf_counter()
+            result = function()
+            elapsed_s = time.perf_counter() - start
+            results[name] = (min(results[name][0], elapsed_s), result)
+    return results
 
 
 def librosa_stft(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.complex64]:
@@ -99,9 +105,16 @@ def bench_case(label: str, duration_s: float, repeats: int) -> list[str]:
     n_samples = round(duration_s * SAMPLE_RATE)
     samples = (0.1 * rng.standard_normal(n_samples)).astype(np.float32)
     cores = os.cpu_count() or 1
-    ours_s, ours = best_of(repeats, lambda: row_means(samples))
-    threads_s, threaded = best_of(repeats, lambda: row_means(samples, workers=cores))
-    theirs_s, theirs = best_of(repeats, lambda: librosa_row_means(samples))
+    results = race(
+        repeats,
+        {
+            "librosa": lambda: librosa_row_means(samples),
+            "ours": lambda: row_means(samples),
+            "threads": lambda: row_means(samples, workers=cores),
+        },
+    )
+    (theirs_s, theirs), (ours_s, ours) = results["librosa"], results["ours"]
+    threads_s, threaded = results["threads"]
     reference = float64_reference(samples)
     diff_own = max_relative_difference(ours, theirs)
     diff_reference = max_relative_difference(ours, reference)
@@ -120,7 +133,7 @@ def bench_case(label: str, duration_s: float, repeats: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="best of N for the 30 s window")
+    parser.add_argument("--repeats", type=int, default=9, help="best of N for the 30 s window")
     parser.add_argument("--hour-repeats", type=int, default=2, help="best of N for 1 h")
     args = parser.parse_args()
     print("\n".join(machine_lines()))
