@@ -236,7 +236,8 @@ class Model:
         self._interpreter.invoke()
         out = _dequantize(self._interpreter.get_tensor(self._output["index"]), self._output)
         column = self.meta.anomalous_index if self.meta.output == "softmax" else 0
-        return np.clip(out[:, column], 0.0, 1.0).astype(np.float32)
+        scores: np.ndarray = np.clip(out[:, column], 0.0, 1.0).astype(np.float32)
+        return scores
 
 
 def _quantize(x: np.ndarray, tensor: Mapping[str, Any]) -> np.ndarray:
@@ -247,15 +248,17 @@ def _quantize(x: np.ndarray, tensor: Mapping[str, Any]) -> np.ndarray:
     scale, zero_point = tensor["quantization"]
     info = np.iinfo(dtype)
     q = np.round(x / np.float32(scale)) + zero_point
-    return np.clip(q, info.min, info.max).astype(dtype)
+    quantized: np.ndarray = np.clip(q, info.min, info.max).astype(dtype)
+    return quantized
 
 
 def _dequantize(q: np.ndarray, tensor: Mapping[str, Any]) -> np.ndarray:
     """The tensor's dtype -> float32 using its own (scale, zero_point)."""
+    x: np.ndarray = q.astype(np.float32)
     if np.dtype(tensor["dtype"]) == np.float32:
-        return q.astype(np.float32)
+        return x
     scale, zero_point = tensor["quantization"]
-    return ((q.astype(np.float32) - zero_point) * np.float32(scale)).astype(np.float32)
+    return (x - np.float32(zero_point)) * np.float32(scale)
 
 
 def _first_line(exc: BaseException) -> str:

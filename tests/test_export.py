@@ -77,10 +77,14 @@ class TestAgreement:
         with np.load(sigmoid_run / "calibration.npz") as npz:
             labels = npz["heldout_labels"]
         scores = np.asarray(Model.load(report.tflite_path).score(raw))
-        assert report.max_abs_score_diff == pytest.approx(np.abs(scores - keras_scores).max(), abs=1e-6)
+        assert report.max_abs_score_diff == pytest.approx(
+            np.abs(scores - keras_scores).max(), abs=1e-6
+        )
         threshold = run["threshold"]
         assert report.tflite_accuracy == pytest.approx(np.mean((scores >= threshold) == labels))
-        assert report.keras_accuracy == pytest.approx(np.mean((keras_scores >= threshold) == labels))
+        assert report.keras_accuracy == pytest.approx(
+            np.mean((keras_scores >= threshold) == labels)
+        )
 
 
 class TestWrittenFiles:
@@ -143,7 +147,9 @@ class TestRefusal:
         """int8 rounding the decisive quiet bins to zero is refused, and nothing is written."""
         out_dir = tmp_path / "models"
         out_dir.mkdir()
-        with pytest.raises(AccuracyLossError, match=r"int8 TFLite accuracy 0\.5000 is 50\.0 points"):
+        with pytest.raises(
+            AccuracyLossError, match=r"int8 TFLite accuracy 0\.5000 is 50\.0 points"
+        ):
             export_tflite(quiet_run, out_dir / "quiet.tflite", quantize="int8")
         assert list(out_dir.iterdir()) == []
 
@@ -176,12 +182,12 @@ class TestBadInput:
 
     def test_output_folder_must_exist(self, softmax_run: Path, tmp_path: Path) -> None:
         """A missing output folder is named."""
-        with pytest.raises(ModelError, match="output folder .* does not exist"):
+        with pytest.raises(ModelError, match=r"output folder .* does not exist"):
             export_tflite(softmax_run, tmp_path / "nope" / "m.tflite")
 
     def test_missing_run_dir(self, tmp_path: Path) -> None:
         """A run folder that does not exist is a DataError naming it."""
-        with pytest.raises(DataError, match="run folder .*absent does not exist"):
+        with pytest.raises(DataError, match=r"run folder .*absent does not exist"):
             export_tflite(tmp_path / "absent", tmp_path / "m.tflite")
 
     @pytest.mark.parametrize(

@@ -87,5 +87,5 @@ class TestPerFile:
 
     def test_mixed_labels_in_one_file(self) -> None:
         """Windows of one file with different labels are a DataError naming the file."""
-        with pytest.raises(DataError, match="x.wav has windows with both labels"):
+        with pytest.raises(DataError, match=r"x\.wav has windows with both labels"):
             per_file(["x.wav", "x.wav"], [0, 1], [0.1, 0.2])

@@ -130,7 +130,9 @@ class TestScore:
         assert model.score(np.zeros((0, N_BINS), np.float32)).shape == (0,)
 
     @pytest.mark.parametrize("shape", [(512,), (3, 512), (2, 3, N_BINS)])
-    def test_wrong_feature_shape(self, exported: Callable[..., Any], shape: tuple[int, ...]) -> None:
+    def test_wrong_feature_shape(
+        self, exported: Callable[..., Any], shape: tuple[int, ...]
+    ) -> None:
         """Features of the wrong shape are refused with the shape in the message."""
         model = Model.load(exported("softmax", "none").tflite_path)
         with pytest.raises(ModelError, match=r"features have shape"):
@@ -179,9 +181,11 @@ class TestMetadata:
         """The config's FeatureSettings object is accepted; a differing n_fft there is named."""
         path = exported("softmax", "int8").tflite_path
         Model.load(path, expected_features=FeatureSettings())
-        with pytest.raises(ModelError, match="features.n_fft is 1024, the daemon computes 2048"):
+        with pytest.raises(ModelError, match=r"features\.n_fft is 1024, the daemon computes 2048"):
             Model.load(path, expected_features=FeatureSettings(n_fft=2048))
-        with pytest.raises(ModelError, match="features.sample_rate is 44100, the daemon computes"):
+        with pytest.raises(
+            ModelError, match=r"features\.sample_rate is 44100, the daemon computes"
+        ):
             Model.load(path, expected_features={**DEFAULT_FEATURES, "sample_rate": 16000})
 
     @pytest.mark.parametrize(
@@ -218,7 +222,9 @@ class TestMetadata:
         """Metadata saying sigmoid on a 2-column softmax model is refused."""
         path = _copy_model(exported("softmax", "int8").tflite_path, tmp_path)
         _edit_json(path, lambda d: d.update(output="sigmoid"))
-        with pytest.raises(ModelError, match=r"output has 2 column\(s\), metadata output 'sigmoid'"):
+        with pytest.raises(
+            ModelError, match=r"output has 2 column\(s\), metadata output 'sigmoid'"
+        ):
             Model.load(path)
 
 
@@ -253,7 +259,7 @@ class TestFiles:
     def test_corrupt_flatbuffer(
         self, exported: Callable[..., Any], tmp_path: Path, damage: str
     ) -> None:
-        """Damaged bytes (with a matching sha256, so the interpreter sees them) are a clear error."""
+        """Damaged bytes (sha256 updated, so the interpreter sees them) are a clear error."""
         path = _copy_model(exported("sigmoid", "int8").tflite_path, tmp_path)
         good = path.read_bytes()
         bad = {
@@ -281,7 +287,7 @@ class TestFiles:
 
 class TestDelegateFallback:
     def test_xnnpack_refusal_falls_back(self, quiet_int8_model: Path) -> None:
-        """A model XNNPACK refuses to prepare still loads on the builtin kernels, and it is logged."""
+        """A model XNNPACK refuses to prepare loads on the builtin kernels, and that is logged."""
         with capture_logs() as logs:
             model = Model.load(quiet_int8_model)
         events = [e for e in logs if e["event"] == "model_default_delegate_refused"]
@@ -299,6 +305,8 @@ class TestDelegateFallback:
     def test_without_resolver_choice_the_error_is_clear(self, quiet_int8_model: Path) -> None:
         """A runtime with no OpResolverType (old tflite_runtime) reports the delegate error."""
         runtime = pick_runtime()
-        bare = Runtime(module=runtime.module, interpreter=runtime.interpreter, op_resolver_type=None)
+        bare = Runtime(
+            module=runtime.module, interpreter=runtime.interpreter, op_resolver_type=None
+        )
         with pytest.raises(ModelError, match=r"^model q cannot be loaded: .*XNNPACK"):
             open_interpreter(bare, quiet_int8_model.read_bytes(), source="q")

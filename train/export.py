@@ -257,12 +257,12 @@ def import_tensorflow() -> tuple[Any, Any]:
     """Import TensorFlow and Keras with their INFO/WARNING chatter off; errors still print."""
     # 2 = drop C++ INFO and WARNING, keep ERROR; setdefault lets a user ask for more.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf  # noqa: PLC0415 - heavy; only export needs it
-    from tensorflow import keras  # noqa: PLC0415
+    import tensorflow as tf  # heavy: imported only when export runs
+    from tensorflow import keras
 
     tf.get_logger().setLevel(logging.ERROR)
     try:
-        from absl import logging as absl_logging  # noqa: PLC0415 - ships with TensorFlow
+        from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:
