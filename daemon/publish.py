@@ -336,11 +336,14 @@ class Publisher:
         self._send(self.topics.status, STATUS_ONLINE, qos=STATUS_QOS, retain=True, on_ack=None)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        if self._repeat.should_log("unreachable"):
+        # paho does not pass the cause: a closed port, a DNS failure or a failed TLS handshake.
+        if self._repeat.should_log("connect_failed"):
             log.warning(
-                "mqtt_unreachable",
+                "mqtt_connect_failed",
                 host=self._settings.host,
                 port=self._settings.port,
+                tls=self._settings.tls.ca is not None,
+                hint="broker unreachable or TLS handshake failed; retrying",
                 retry_max_s=self._settings.reconnect_max_s,
             )
 
