@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from daemon.config import MqttSettings
+from daemon.config import MqttSettings, Settings
 from daemon.constants import WINDOW_S
 from daemon.errors import PublishError
 from daemon.publish import make_client
@@ -209,19 +209,24 @@ def _client_for(source: MqttSettings | tuple[str, int]) -> tuple[mqtt.Client, st
 
 
 def run_watch(
-    source: MqttSettings | tuple[str, int],
-    prefix: str,
+    source: Settings | MqttSettings | tuple[str, int],
+    prefix: str | None,
     once: bool,
     wait_s: float = ONCE_WAIT_S,
     out: TextIO | None = None,
 ) -> int:
     """Watch the nodes under `prefix`: print the table once after wait_s, or redraw it live.
 
-    source is the mqtt settings (credentials and TLS as the daemon's) or a plain (host, port).
+    source is the settings (the broker, credentials and TLS as the daemon's) or a plain
+    (host, port); prefix None means the settings' mqtt.prefix (the default one for a tuple).
     Raises PublishError when the broker cannot be reached or refuses us, ConfigError for bad
     settings. Live mode runs until interrupted (Ctrl-C) and then returns 0.
     """
     stream = out if out is not None else sys.stdout
+    if isinstance(source, Settings):
+        source = source.mqtt
+    if prefix is None:
+        prefix = source.prefix if isinstance(source, MqttSettings) else MqttSettings().prefix
     state = WatchState(prefix)
     client, host, port = _client_for(source)
     topic_filter = f"{state.prefix}/+/#"

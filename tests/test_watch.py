@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from daemon.config import MqttSettings
+from daemon.config import MqttSettings, Settings
 from daemon.errors import PublishError
 from daemon.publish import Publisher
 from daemon.watch import NodeView, WatchState, apply_message, render_table, run_watch
@@ -206,6 +206,15 @@ class TestRunWatch:
         out = io.StringIO()
         assert run_watch((broker.host, broker.port), "corona/v1", True, 0.2, out) == 0
         assert "no node has published yet" in out.getvalue()
+
+    def test_whole_settings_and_default_prefix(self, broker: Broker) -> None:
+        """The CLI passes the whole Settings and prefix None: the config's mqtt.prefix is used."""
+        mqtt = MqttSettings(host=broker.host, port=broker.port, prefix="site9/v1")
+        out = io.StringIO()
+        assert (
+            run_watch(Settings(node_id="w", mqtt=mqtt), None, once=True, wait_s=0.2, out=out) == 0
+        )
+        assert out.getvalue().startswith("corona-monitor watch  site9/v1  ")
 
     def test_unreachable_broker_is_a_publish_error(
         self, broker_factory: Callable[..., Broker]
