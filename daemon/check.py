@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-
 from daemon import config
 from daemon.capture import list_input_devices, resolve_input_device
 from daemon.errors import CoronaError

@@ -71,7 +71,15 @@ def run_replay(
         alarm = Alarm(k=settings.alarm.k, n=settings.alarm.n)
         for path in files:
             try:
-                _replay_file(path, settings, model, sink, alarm, messenger, realtime=realtime)
+                _replay_file(
+                    path,
+                    settings=settings,
+                    model=model,
+                    sink=sink,
+                    alarm=alarm,
+                    messenger=messenger,
+                    realtime=realtime,
+                )
             except CoronaError as err:
                 log.error("replay_file_failed", file=str(path), error=str(err))
                 failed.append(str(path))
@@ -87,12 +95,12 @@ def run_replay(
 
 def _replay_file(
     path: Path,
+    *,
     settings: config.Settings,
     model: Model,
     sink: Sink,
     alarm: Alarm,
     messenger: Messenger,
-    *,
     realtime: bool,
 ) -> None:
     pipeline = Pipeline(
