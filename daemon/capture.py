@@ -42,6 +42,9 @@ REPEAT_LOG_INTERVAL_S: Final = 300.0
 STOP_TIMEOUT_S: Final = 0.9
 """stop() waits this long for the supervisor; a device hung inside PortAudio is abandoned."""
 
+WAIT_POLL_S: Final = 0.01
+"""Polling step of wait_running() (a convenience for start-up and tests, not the audio path)."""
+
 
 class CaptureState(enum.StrEnum):
     STARTING = "starting"
@@ -246,7 +249,7 @@ class Capture:
         while self._state is not CaptureState.RUNNING:
             if time.monotonic() >= deadline or self._stop.is_set():
                 return False
-            time.sleep(0.01)
+            time.sleep(WAIT_POLL_S)
         return True
 
     def __enter__(self) -> Capture:
@@ -258,7 +261,7 @@ class Capture:
 
     @property
     def state(self) -> str:
-        """ "starting", "running", "fault" or "stopped"."""
+        """One of "starting", "running", "fault", "stopped"."""
         return self._state.value
 
     @property

@@ -3,6 +3,9 @@ private PulseAudio null sink (paced, and stoppable/pausable to make the device f
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +18,7 @@ from daemon.capture import Capture, list_input_devices, resolve_input_device
 from daemon.config import AudioSettings
 from daemon.constants import SAMPLE_RATE
 from daemon.errors import CaptureError
-from tests.fixtures.microphone import MicEnv, PulseSink, activated, write_wav
+from tests.fixtures.microphone import MicEnv, PulseSink, activated, alsa_file_mic, write_wav
 
 CLIP_S = 2.0
 FILE_BLOCK_S = 0.005
@@ -133,12 +136,40 @@ class TestFileCapture:
 
     def test_two_channels_are_downmixed_by_mean(self, tmp_path: Path) -> None:
         """With channels=2 the capture delivers the exact mean of both channels."""
-        from tests.fixtures.microphone import alsa_file_mic  # noqa: PLC0415
-
         with alsa_file_mic(tmp_path / "stereo", noise(CLIP_S, channels=2), channels=2) as mic:
             with activated(mic.env), Capture(settings("tower_mic", channels=2)) as capture:
                 got = collect(capture, round(CLIP_S * SAMPLE_RATE))
             np.testing.assert_array_equal(got, mic.expected())
+
+    def test_a_subprocess_sees_the_device_through_env(
+        self, alsa_mic: MicEnv, tmp_path: Path
+    ) -> None:
+        """A separate process given MicEnv.env (as the daemon CLI will be) captures the file."""
+        alsa_mic.write(noise(CLIP_S))
+        out = tmp_path / "captured.f32"
+        script = (
+            "import sys, numpy as np\n"
+            "from daemon.capture import Capture\n"
+            "from daemon.config import AudioSettings\n"
+            "c = Capture(AudioSettings(device='tower_mic', block_s=0.005, ring_s=120.0))\n"
+            "c.start(); parts = []; n = 0\n"
+            f"while n < {round(CLIP_S * SAMPLE_RATE)}:\n"
+            "    b = c.read(2.0)\n"
+            "    if b is None: sys.exit('no audio: ' + str(c.last_error))\n"
+            "    parts.append(b); n += b.size\n"
+            "c.stop(); np.concatenate(parts).tofile(sys.argv[1])\n"
+        )
+        env = {**os.environ, **alsa_mic.env, "PYTHONPATH": str(Path(__file__).parent.parent)}
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(out)],
+            env=env,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        got = np.fromfile(out, dtype=np.float32)[: round(CLIP_S * SAMPLE_RATE)]
+        np.testing.assert_array_equal(got, alsa_mic.expected())
 
     def test_first_block_arrives_within_a_second(self, file_mic: MicEnv) -> None:
         """From start() to the first audio in read() takes well under one second."""
