@@ -1,4 +1,7 @@
-"""One small error hierarchy. Library code raises these; only the CLIs turn them into a line and an exit code."""
+"""One small error hierarchy.
+
+Library code raises these; only the CLIs turn them into one line and an exit code.
+"""
 
 
 class CoronaError(Exception):

@@ -1,0 +1,339 @@
+"""Settings: read the YAML once, validate once, hand frozen typed settings on.
+
+Every field is a dataclass field with a type and, where it matters, a range in its metadata; one
+generic walker checks them all, so a bad value always gets the same kind of message, naming the
+key path: ``mqtt.port: expected an integer 1-65535, got 'abc'``. Unknown keys are rejected (a
+typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from daemon.constants import HOP_LENGTH, N_FFT, SAMPLE_RATE, WINDOW_S
+from daemon.errors import ConfigError
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "corona-demo.tflite"
+"""The shipped demo model, found beside the package in a source checkout or editable install."""
+
+DEFAULT_PASSWORD_ENV = "CORONA_MQTT_PASSWORD"
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"min": lo, "max": hi}
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= exports STATE_DIRECTORY; by hand we use the XDG location.
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "corona-monitor"
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    device: str | int | None = None
+    """Input device by name (substring) or PortAudio index; null = the system default input."""
+    sample_rate: int = field(default=SAMPLE_RATE, metadata=_range(SAMPLE_RATE, SAMPLE_RATE))
+    """Hz. Fixed at 44100: the model's features are defined at this rate."""
+    channels: int = field(default=1, metadata=_range(1, 32))
+    """Channels to open; more than one is downmixed by mean."""
+    block_s: float = field(default=0.1, metadata=_range(0.005, 2.0))
+    """Seconds per PortAudio callback block."""
+    ring_s: float = field(default=10.0, metadata=_range(1.0, 600.0))
+    """Seconds of audio the capture ring buffer holds while the worker catches up."""
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    length_s: float = field(default=WINDOW_S, metadata=_range(0.1, 3600.0))
+    """Seconds of audio per verdict."""
+    hop_s: float | None = field(default=None, metadata=_range(0.1, 3600.0))
+    """Seconds between window starts; null = length_s (no overlap); smaller slides the windows."""
+
+    @property
+    def effective_hop_s(self) -> float:
+        return self.length_s if self.hop_s is None else self.hop_s
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    n_fft: int = field(default=N_FFT, metadata=_range(16, 65536))
+    hop_length: int = field(default=HOP_LENGTH, metadata=_range(1, 65536))
+    window: Literal["hann"] = "hann"
+    center: bool = True
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    path: Path = DEFAULT_MODEL_PATH
+    """The .tflite file; its metadata NAME.json must sit beside it."""
+    threshold: float | None = field(default=None, metadata=_range(0.0, 1.0))
+    """P(anomalous) at or above which a window is anomalous; null = the model's own threshold."""
+
+
+@dataclass(frozen=True)
+class AlarmSettings:
+    k: int = field(default=3, metadata=_range(1, 1000))
+    """Alarm when at least k ..."""
+    n: int = field(default=5, metadata=_range(1, 1000))
+    """... of the last n windows are anomalous; clear when none of the last n are."""
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    ca: Path | None = None
+    """CA certificate file; setting it turns TLS on."""
+    cert: Path | None = None
+    """Client certificate (optional, with key)."""
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str | None = None
+    """Broker host name; null disables MQTT (replay then only prints)."""
+    port: int = field(default=1883, metadata=_range(1, 65535))
+    prefix: str = "corona/v1"
+    qos: int = field(default=1, metadata=_range(0, 2))
+    keepalive_s: int = field(default=60, metadata=_range(5, 3600))
+    username: str | None = None
+    password_file: Path | None = None
+    """File holding the password (first line); preferred over the environment variable."""
+    password_env: str = DEFAULT_PASSWORD_ENV
+    """Environment variable read for the password when password_file is not set."""
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    allow_insecure: bool = False
+    """Allow a password over a plain (non-TLS) connection."""
+    health_interval_s: float = field(default=60.0, metadata=_range(1.0, 86400.0))
+    reconnect_max_s: float = field(default=60.0, metadata=_range(1.0, 3600.0))
+
+    @property
+    def enabled(self) -> bool:
+        return self.host is not None
+
+    def password(self) -> str | None:
+        """The password from password_file or the environment; never stored in the YAML."""
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text(encoding="utf-8").splitlines()[0].strip()
+            except (OSError, IndexError, UnicodeDecodeError) as err:
+                raise ConfigError(
+                    f"mqtt.password_file: cannot read a password from {self.password_file}: {err}"
+                ) from err
+        return os.environ.get(self.password_env) or None
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    path: Path = field(default_factory=lambda: _default_state_dir() / "outbox.sqlite")
+    max_rows: int = field(default=100_000, metadata=_range(1, 100_000_000))
+    min_free_mb: float = field(default=50.0, metadata=_range(0.0, 1_000_000.0))
+    """Below this much free disk the oldest rows are dropped as if max_rows were reached."""
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    """auto: JSON lines when stderr is not a terminal (journald), readable text when it is."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    node_id: str = field(default_factory=socket.gethostname)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    window: WindowSettings = field(default_factory=WindowSettings)
+    features: FeatureSettings = field(default_factory=FeatureSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    alarm: AlarmSettings = field(default_factory=AlarmSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+
+def load(path: Path | str | None) -> Settings:
+    """Settings from a YAML file (relative paths in it resolve against its folder), or defaults."""
+    if path is None:
+        return _check_cross_fields(build(Settings, {}, "", base_dir=Path.cwd()))
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the config file: {err}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(str(err))}") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top, got {_kind(data)}")
+    try:
+        return _check_cross_fields(build(Settings, data, "", base_dir=path.parent.resolve()))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _check_cross_fields(settings: Settings) -> Settings:
+    if settings.alarm.k > settings.alarm.n:
+        raise ConfigError(
+            f"alarm.k: must be at most alarm.n ({settings.alarm.n}), got {settings.alarm.k}"
+        )
+    if settings.window.effective_hop_s > settings.window.length_s:
+        raise ConfigError(
+            f"window.hop_s: must be at most window.length_s ({settings.window.length_s}),"
+            f" got {settings.window.hop_s}"
+        )
+    # The node id is an MQTT topic level: wildcards or separators in it would corrupt the topics.
+    if not settings.node_id or any(c in settings.node_id for c in "/+#"):
+        raise ConfigError(
+            f"node_id: must be non-empty without '/', '+' or '#', got {settings.node_id!r}"
+        )
+    tls = settings.mqtt.tls
+    if (tls.cert is None) != (tls.key is None):
+        raise ConfigError("mqtt.tls: cert and key go together; set both or neither")
+    return settings
+
+
+def build(cls: type[T], data: Mapping[str, Any], path: str, *, base_dir: Path) -> T:
+    """A frozen settings dataclass from a mapping, checking keys, types and ranges."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or 'top level'}: expected a mapping, got {_kind(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"{where}{unknown[0]}: unknown key (known here: {', '.join(sorted(fields))})"
+        )
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{path}.{name}" if path else name
+        values[name] = _convert(hints[name], value, key, fields[name].metadata, base_dir)
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, key: str, meta: Mapping[str, Any], base_dir: Path) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value if value is not None else {}, key, base_dir=base_dir)  # type: ignore[arg-type]
+    options = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{key}: a value is required, got null")
+    errors: list[str] = []
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _convert_one(option, value, key, meta, base_dir)
+        except _MismatchError as mismatch:
+            errors.append(str(mismatch))
+    expected = " or ".join(errors)
+    if type(None) in options:
+        expected += " or null"
+    raise ConfigError(f"{key}: expected {expected}, got {_show(value)}")
+
+
+class _MismatchError(Exception):
+    """One alternative of a union did not fit; carries what it expected."""
+
+
+def _convert_one(tp: Any, value: Any, key: str, meta: Mapping[str, Any], base_dir: Path) -> Any:
+    lo, hi = meta.get("min"), meta.get("max")
+    span = _span(lo, hi)
+    if typing.get_origin(tp) is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        raise _MismatchError("one of " + ", ".join(repr(c) for c in choices))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _MismatchError("true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool) and _within(value, lo, hi):
+            return value
+        raise _MismatchError(f"an integer{span}")
+    if tp is float:
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if is_number and _within(value, lo, hi):
+            return float(value)
+        raise _MismatchError(f"a number{span}")
+    if tp is str:
+        if isinstance(value, str) and value.strip():
+            return value
+        raise _MismatchError("a non-empty string")
+    if tp is Path:
+        if isinstance(value, str) and value.strip():
+            candidate = Path(value).expanduser()
+            return candidate if candidate.is_absolute() else base_dir / candidate
+        raise _MismatchError("a file path")
+    raise ConfigError(f"{key}: unsupported setting type {tp!r}")  # a bug in this module, not input
+
+
+def _within(value: float, lo: float | None, hi: float | None) -> bool:
+    return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+
+def _span(lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f" {_num(lo)}" if lo == hi else f" {_num(lo)}-{_num(hi)}"
+    if lo is not None:
+        return f" >= {_num(lo)}"
+    if hi is not None:
+        return f" <= {_num(hi)}"
+    return ""
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, Mapping | list):
+        return _kind(value)
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list"}.get(type(value), type(value).__name__)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def as_dict(settings: Any, *, mask_secrets: bool = True) -> dict[str, Any]:
+    """Settings as plain data for printing (check-config); secrets never appear."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = as_dict(value, mask_secrets=mask_secrets)
+        elif isinstance(value, Path):
+            out[f.name] = str(value)
+        else:
+            out[f.name] = value
+    if isinstance(settings, MqttSettings) and mask_secrets:
+        out["password"] = "***" if settings.password() else None
+    return out

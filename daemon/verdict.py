@@ -1,0 +1,102 @@
+"""A scored window becomes a verdict: label, sensor check and the schema-1 JSON of DESIGN.md.
+
+Payloads are an API: fields are only ever added, never renamed (tests/test_schemas.py freezes
+them). Times are ISO-8601 UTC with milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
+
+import numpy as np
+
+from daemon.constants import SAMPLE_RATE
+from daemon.windows import Window
+
+SCHEMA_VERSION: Final = 1
+
+SILENT_BELOW_DBFS: Final = -90.0
+"""A window quieter than this is digital silence (a dead or muted microphone), not a quiet tower:
+a real microphone's self-noise sits around -70 dBFS even at minimum gain."""
+
+FLAT_AC_FRACTION: Final = 1e-6
+"""A window whose power outside the two lowest bins is below this fraction of the total is a flat
+line (a DC offset or a stuck converter): no sound reached the microphone."""
+
+CLIPPING_FRACTION: Final = 0.05
+"""More than this fraction of samples at full scale: the input is overdriven and the spectrum
+is mostly the clipper's, not the tower's."""
+
+SensorState = Literal["ok", "silent", "flat", "clipping"]
+Source = Literal["live", "replay"]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    sha256: str
+
+
+def sensor_state(window: Window) -> SensorState:
+    """Whether the window is usable evidence about the tower, or a sign of a sensor fault."""
+    if window.level_dbfs < SILENT_BELOW_DBFS:
+        return "silent"
+    total = float(np.sum(window.features, dtype=np.float64))
+    ac = float(np.sum(window.features[2:], dtype=np.float64))
+    if total <= 0.0 or ac / total < FLAT_AC_FRACTION:
+        return "flat"
+    if window.clipped > CLIPPING_FRACTION:
+        return "clipping"
+    return "ok"
+
+
+def iso_utc(moment: datetime) -> str:
+    """2026-11-25T04:53:06.536Z: ISO-8601 UTC, millisecond resolution."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def window_times(
+    window: Window, stream_start: datetime, sample_rate: int = SAMPLE_RATE
+) -> tuple[datetime, datetime]:
+    """Wall-clock start and end of a window from its sample position in the stream."""
+    start = stream_start + timedelta(seconds=window.start_sample / sample_rate)
+    return start, start + timedelta(seconds=window.n_samples / sample_rate)
+
+
+def build(
+    *,
+    node: str,
+    seq: int,
+    window: Window,
+    stream_start: datetime,
+    score: float,
+    threshold: float,
+    model: ModelRef,
+    overflows: int,
+    source: Source,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The verdict payload (schema 1) for one scored window."""
+    start, end = window_times(window, stream_start)
+    payload: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "node": node,
+        "seq": seq,
+        "window_start": iso_utc(start),
+        "window_end": iso_utc(end),
+        "label": "anomalous" if score >= threshold else "normal",
+        "score": round(float(score), 6),
+        "threshold": float(threshold),
+        "model": {"name": model.name, "sha256": model.sha256},
+        "level_dbfs": round(float(window.level_dbfs), 2),
+        "clipped": round(float(window.clipped), 6),
+        "overflows": int(overflows),
+        "source": source,
+        "replayed": False,
+        "sensor": sensor_state(window),
+    }
+    if extra:
+        payload.update(extra)
+    return payload

@@ -1,0 +1,124 @@
+"""daemon.config: defaults, the shipped config.yaml, and one clear message per bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon import config
+from daemon.config import Settings
+from daemon.constants import SAMPLE_RATE, WINDOW_S
+from daemon.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class TestDefaults:
+    def test_shipped_config_equals_builtin_defaults(self) -> None:
+        """The documented config.yaml says exactly what the built-in defaults are."""
+        shipped = config.load(REPO / "config.yaml")
+        builtin = config.load(None)
+        assert config.as_dict(shipped) == config.as_dict(builtin)
+
+    def test_builtin_defaults(self) -> None:
+        """Defaults follow the design: 44.1 kHz, 30 s windows without overlap, MQTT off."""
+        settings = config.load(None)
+        assert settings.audio.sample_rate == SAMPLE_RATE
+        assert settings.window.length_s == WINDOW_S
+        assert settings.window.effective_hop_s == WINDOW_S
+        assert settings.mqtt.enabled is False
+        assert settings.node_id
+
+    def test_settings_are_frozen(self) -> None:
+        """Settings cannot be changed after validation."""
+        settings = config.load(None)
+        with pytest.raises(AttributeError):
+            settings.node_id = "other"  # type: ignore[misc]
+
+    def test_empty_file_means_defaults(self, tmp_path: Path) -> None:
+        """An empty YAML file is a valid config of defaults."""
+        assert isinstance(config.load(write(tmp_path, "")), Settings)
+
+
+class TestValues:
+    def test_relative_paths_resolve_against_the_config_folder(self, tmp_path: Path) -> None:
+        """model.path is relative to the config file, not to the working directory."""
+        settings = config.load(write(tmp_path, "model:\n  path: m/x.tflite\n"))
+        assert settings.model.path == tmp_path.resolve() / "m" / "x.tflite"
+
+    def test_device_by_name_or_index(self, tmp_path: Path) -> None:
+        """audio.device takes a name or an index."""
+        assert (
+            config.load(write(tmp_path, "audio: {device: tower_mic}")).audio.device == "tower_mic"
+        )
+        assert config.load(write(tmp_path, "audio: {device: 3}")).audio.device == 3
+
+    def test_integer_accepted_where_a_number_is_expected(self, tmp_path: Path) -> None:
+        """window.length_s: 10 is read as 10.0 seconds."""
+        assert config.load(write(tmp_path, "window: {length_s: 10}")).window.length_s == 10.0
+
+    def test_password_from_file(self, tmp_path: Path) -> None:
+        """The password comes from password_file's first line."""
+        (tmp_path / "pw").write_text("s3cret\n", encoding="utf-8")
+        settings = config.load(write(tmp_path, "mqtt: {password_file: pw}"))
+        assert settings.mqtt.password() == "s3cret"
+        assert "s3cret" not in str(config.as_dict(settings))
+
+    def test_password_from_environment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without a password file, the named environment variable supplies the password."""
+        monkeypatch.setenv("TOWER_PW", "from-env")
+        settings = config.load(write(tmp_path, "mqtt: {password_env: TOWER_PW}"))
+        assert settings.mqtt.password() == "from-env"
+
+
+BAD = [
+    ("mqtt: {port: abc}", "mqtt.port: expected an integer 1-65535, got 'abc'"),
+    ("mqtt: {port: 70000}", "mqtt.port: expected an integer 1-65535, got 70000"),
+    ("mqtt: {qos: 3}", "mqtt.qos: expected an integer 0-2"),
+    ("mqtt: {prot: 1}", "mqtt.prot: unknown key"),
+    ("colour: red", "colour: unknown key"),
+    ("audio: {sample_rate: 48000}", "audio.sample_rate: expected an integer 44100"),
+    ("audio: {channels: true}", "audio.channels: expected an integer"),
+    ("audio: {block_s: -1}", "audio.block_s: expected a number"),
+    ("window: {length_s: 10, hop_s: 20}", "window.hop_s: must be at most window.length_s"),
+    ("alarm: {k: 4, n: 3}", "alarm.k: must be at most alarm.n"),
+    ("logging: {format: xml}", "logging.format: expected one of 'auto', 'json', 'console'"),
+    ("audio: [1, 2]", "audio: expected a mapping, got a list"),
+    ("node_id: a/b", "node_id: must be non-empty without '/'"),
+    ("model: {threshold: 1.5}", "model.threshold: expected a number 0-1 or null"),
+    ("mqtt: {tls: {cert: c.pem}}", "mqtt.tls: cert and key go together"),
+    ("- just\n- a list", "expected a mapping of keys at the top"),
+    ("mqtt: {port: [", "not valid YAML"),
+]
+
+
+class TestRejects:
+    @pytest.mark.parametrize(("text", "message"), BAD)
+    def test_bad_value_names_the_key(self, tmp_path: Path, text: str, message: str) -> None:
+        """Each bad value gives one ConfigError naming the file and the key path."""
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError) as info:
+            config.load(path)
+        assert message in str(info.value)
+        assert str(path) in str(info.value)
+        assert "\n" not in str(info.value)
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A config path that does not exist is named in the error."""
+        with pytest.raises(ConfigError, match=r"nope\.yaml"):
+            config.load(tmp_path / "nope.yaml")
+
+    def test_unreadable_password_file(self, tmp_path: Path) -> None:
+        """A password_file that cannot be read names the key and the file."""
+        settings = config.load(write(tmp_path, "mqtt: {password_file: missing-pw}"))
+        with pytest.raises(ConfigError, match=r"mqtt\.password_file: .*missing-pw"):
+            settings.mqtt.password()
