@@ -1,0 +1,327 @@
+"""The live daemon as a real process: capture -> verdicts on a real mosquitto, signals, faults.
+
+Every test runs `python -m daemon.cli --config CFG` with the environment of a test microphone
+(tests/fixtures/microphone.py): the ALSA file device gives exact, unpaced samples; the PulseAudio
+null sink is paced in real time and can be stopped under the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pytest
+import yaml
+
+from daemon import schemas
+from daemon.constants import SAMPLE_RATE
+from daemon.model import Model
+from daemon.windows import windows_of
+from tests.daemon_runs import MONITOR, mqtt_section, noisy_clip, write_config, write_wav
+from tests.fixtures.broker import Broker, Received, Subscriber
+from tests.fixtures.microphone import INT16_FULL_SCALE, MicEnv, PulseSink, to_int16
+
+NODE: Final = "test-node"
+TOPICS: Final = f"corona/v1/{NODE}"
+WINDOW_S: Final = 0.5
+ALSA_AUDIO: Final = {"device": "tower_mic", "block_s": 0.005, "ring_s": 60}
+"""The ALSA file device is unpaced (~300x real time at 5 ms blocks): a big ring keeps every
+sample while the daemon catches up."""
+STOP_LIMIT_S: Final = 5.0
+EVENT_TIMEOUT_S: Final = 15.0
+
+
+class Daemon:
+    """One `corona-monitor --config CFG` process; its JSON log lines (stderr) go to a file."""
+
+    def __init__(self, cfg: Path, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [*MONITOR, "--config", str(cfg)],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every JSON log line so far (a partly written last line is skipped)."""
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                out.append(event)
+        return out
+
+    def wait_event(self, name: str, timeout_s: float = EVENT_TIMEOUT_S) -> dict[str, Any]:
+        """The first log event called name; AssertionError (with the log) after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for event in self.events():
+                if event.get("event") == name:
+                    return event
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {name!r} event; exit {self.process.poll()}; log:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
+        """Send signum; (exit status, seconds until the process was gone)."""
+        started = time.monotonic()
+        self.process.send_signal(signum)
+        code = self.process.wait(timeout=STOP_LIMIT_S * 3)
+        return code, time.monotonic() - started
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def model_path(exported: Callable[[str, str], Any]) -> Path:
+    return Path(exported("sigmoid", "int8").tflite_path)
+
+
+@dataclass
+class Rig:
+    """A test broker, the ALSA file microphone, a model and the daemons started on them."""
+
+    folder: Path
+    model_path: Path
+    broker: Broker
+    mic: MicEnv
+    subscribe: Callable[..., Subscriber]
+    daemons: list[Daemon] = field(default_factory=list)
+
+    def config(self, *, threshold: float | None = None, **sections: Any) -> Path:
+        """Short windows on the ALSA file microphone, MQTT on the test broker, health every 1 s.
+
+        sections override or add config sections; threshold sets model.threshold.
+        """
+        defaults = {
+            "audio": ALSA_AUDIO,
+            "window": {"length_s": WINDOW_S},
+            "mqtt": mqtt_section(self.broker),
+        }
+        cfg = write_config(self.folder, self.model_path, **{**defaults, **sections})
+        if threshold is not None:
+            doc = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+            doc["model"]["threshold"] = threshold
+            cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        return cfg
+
+    def start(self, cfg: Path | None = None, env: dict[str, str] | None = None) -> Daemon:
+        """Run the daemon (by default on this rig's config and microphone)."""
+        daemon = Daemon(
+            cfg if cfg is not None else self.config(),
+            env if env is not None else self.mic.env,
+            self.folder / f"daemon{len(self.daemons)}.log",
+        )
+        self.daemons.append(daemon)
+        return daemon
+
+    def watch(self, suffix: str = "#") -> Subscriber:
+        """A subscriber to this node's topics (all, or one suffix such as "status")."""
+        return self.subscribe(self.broker, f"{TOPICS}/{suffix}")
+
+
+@pytest.fixture
+def rig(
+    tmp_path: Path,
+    model_path: Path,
+    broker: Broker,
+    alsa_mic: MicEnv,
+    subscribe: Callable[..., Subscriber],
+) -> Iterator[Rig]:
+    """A Rig; every daemon it started is killed at teardown if still running."""
+    made = Rig(tmp_path, model_path, broker, alsa_mic, subscribe)
+    yield made
+    for daemon in made.daemons:
+        daemon.close()
+
+
+def verdicts(messages: list[Received]) -> list[dict[str, Any]]:
+    return [m.json() for m in messages if m.topic == f"{TOPICS}/verdict"]
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class TestLiveEndToEnd:
+    def test_file_microphone_to_schema_valid_verdicts(self, rig: Rig) -> None:
+        """Known audio in gives valid verdicts whose scores equal the model on the same windows:
+        live == replay == evaluate, since all three use daemon.windows and Model.score."""
+        clip = noisy_clip(2.0, seed=7, amplitude=0.3)
+        rig.mic.write(clip)
+        sub = rig.watch()
+        daemon = rig.start()
+        n_windows = round(2.0 / WINDOW_S)
+        wait_until(lambda: len(verdicts(sub.messages)) >= n_windows, EVENT_TIMEOUT_S, "verdicts")
+        got = verdicts(sub.messages)[:n_windows]
+        for v in got:
+            schemas.validate("verdict", v)
+            assert v["source"] == "live"
+            assert v["node"] == NODE
+            assert v["sensor"] == "ok"
+        # The file device returns the infile's int16 samples exactly; the daemon scales by 2^15.
+        samples = to_int16(clip).astype(np.float32) / np.float32(INT16_FULL_SCALE)
+        windows = windows_of(samples, sample_rate=SAMPLE_RATE, length_s=WINDOW_S, hop_s=WINDOW_S)
+        expected = Model.load(rig.model_path).score(np.stack([w.features for w in windows]))
+        np.testing.assert_allclose([v["score"] for v in got], expected, atol=1e-6)
+        assert [v["seq"] for v in got] == sorted({v["seq"] for v in got})
+
+        # Retained state seen by a subscriber that arrives later: online, and a valid health.
+        late = rig.watch()
+        status = late.on(f"{TOPICS}/status")
+        assert status.retain and status.text == "online"
+        health = late.on(f"{TOPICS}/health")
+        assert health.retain
+        schemas.validate("health", health.json())
+        assert daemon.process.poll() is None
+
+
+class TestSignals:
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+    def test_signal_stops_cleanly_with_stopped_retained(self, rig: Rig, signum: int) -> None:
+        """SIGTERM/SIGINT: exit 0 within 5 s, and a later subscriber finds `stopped` retained."""
+        rig.mic.write(noisy_clip(1.0, seed=8))
+        sub = rig.watch()
+        daemon = rig.start()
+        sub.wait_for(lambda m: m.topic == f"{TOPICS}/verdict")
+        code, took_s = daemon.stop(signum)
+        assert code == 0, daemon.log()
+        assert took_s < STOP_LIMIT_S
+        assert "Traceback" not in daemon.log()
+        assert daemon.wait_event("stopped")["windows"] >= 1
+        status = rig.watch("status").on(f"{TOPICS}/status")
+        assert status.retain and status.text == "stopped"
+
+    def test_sigkill_leaves_offline_retained(self, rig: Rig) -> None:
+        """A killed daemon cannot say goodbye: the broker publishes its Last Will, retained."""
+        rig.mic.write(noisy_clip(1.0, seed=9))
+        sub = rig.watch("status")
+        daemon = rig.start()
+        sub.wait_for(lambda m: m.text == "online")
+        daemon.stop(signal.SIGKILL)
+        sub.wait_for(lambda m: m.text == "offline")
+        status = rig.watch("status").on(f"{TOPICS}/status")
+        assert status.retain and status.text == "offline"
+
+
+class TestStartup:
+    def test_first_block_within_a_second_of_launch(self, rig: Rig) -> None:
+        """From the end of the imports (config, model, device and broker start included) to the
+        first captured block takes under 1 s of wall time."""
+        rig.mic.write(noisy_clip(1.0, seed=10))
+        daemon = rig.start()
+        opened = daemon.wait_event("device_opened")
+        first = daemon.wait_event("first_block")
+        assert first["frames"] > 0
+        assert first["startup_s"] < 1.0
+        # The log's own clock agrees: the first block came right after the device opened.
+        assert first["timestamp"] >= opened["timestamp"]
+
+
+class TestAlarm:
+    def test_anomalous_windows_raise_a_retained_alarm(self, rig: Rig) -> None:
+        """Threshold 0 makes every window anomalous: k of n gives an alarm, retained and valid."""
+        rig.mic.write(noisy_clip(2.0, seed=11))
+        sub = rig.watch()
+        daemon = rig.start(rig.config(threshold=0.0, alarm={"k": 2, "n": 3}))
+        raised = sub.on(f"{TOPICS}/alarm")
+        schemas.validate("alarm", raised.json())
+        assert raised.json()["state"] == "alarm"
+        assert (raised.json()["k"], raised.json()["n"]) == (2, 3)
+        anomalous = [v for v in verdicts(sub.messages) if v["label"] == "anomalous"]
+        assert len(anomalous) >= 2
+        assert raised.json()["since"] == anomalous[1]["window_end"]
+        retained = rig.watch("alarm").on(f"{TOPICS}/alarm")
+        assert retained.retain and retained.json() == raised.json()
+        assert daemon.process.poll() is None
+
+    def test_normal_windows_raise_no_alarm(self, rig: Rig) -> None:
+        """Threshold 1 makes every window normal: verdicts flow, no alarm is ever published."""
+        rig.mic.write(noisy_clip(2.0, seed=11))
+        sub = rig.watch()
+        daemon = rig.start(rig.config(threshold=1.0))
+        wait_until(lambda: len(verdicts(sub.messages)) >= 4, EVENT_TIMEOUT_S, "4 verdicts")
+        sub.on(f"{TOPICS}/health")
+        assert {v["label"] for v in verdicts(sub.messages)} == {"normal"}
+        assert not [m for m in sub.messages if m.topic == f"{TOPICS}/alarm"]
+        assert daemon.process.poll() is None
+
+
+def health_with(sub: Subscriber, capture: str, after: int = 0) -> dict[str, Any]:
+    """The first health report at index >= after in sub.messages whose capture state matches."""
+
+    def match(message: Received) -> bool:
+        if message.topic != f"{TOPICS}/health":
+            return False
+        return message.json()["capture"] == capture
+
+    deadline = time.monotonic() + EVENT_TIMEOUT_S
+    while True:
+        for message in sub.messages[after:]:
+            if match(message):
+                schemas.validate("health", message.json())
+                return dict(message.json())
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"no health with capture {capture!r}")
+        time.sleep(0.05)
+
+
+class TestCaptureLoss:
+    def test_lost_device_is_reported_and_recovered(
+        self, rig: Rig, pulse_sink: PulseSink, tmp_path: Path
+    ) -> None:
+        """Stopping pulseaudio under the running daemon stands in for a USB unplug: health says
+        `fault` while it is gone, `running` once it is back, verdicts resume, nothing exits."""
+        wav = write_wav(tmp_path / "tower.wav", noisy_clip(30.0, seed=12, amplitude=0.3))
+        pulse_sink.play(wav)
+        sub = rig.watch()
+        cfg = rig.config(audio={"device": pulse_sink.device, "block_s": 0.05, "ring_s": 10})
+        daemon = rig.start(cfg, pulse_sink.env)
+        health_with(sub, "running")
+        sub.wait_for(lambda m: m.topic == f"{TOPICS}/verdict")
+
+        pulse_sink.stop()
+        fault = health_with(sub, "fault")
+        assert fault["capture_error"]
+        lost_at = len(sub.messages)
+        last_seq = max(v["seq"] for v in verdicts(sub.messages))
+        assert daemon.process.poll() is None
+
+        pulse_sink.start()
+        pulse_sink.play(wav)
+        health_with(sub, "running", after=lost_at)
+        daemon.wait_event("device_recovered")
+        # The partial window is dropped at the gap, so a newer verdict is over new audio.
+        resumed = sub.wait_for(
+            lambda m: m.topic == f"{TOPICS}/verdict" and m.json()["seq"] > last_seq
+        )
+        schemas.validate("verdict", resumed.json())
+        assert daemon.wait_event("stream_restarted")["partial_window"] == "dropped"
+        assert daemon.process.poll() is None
+        code, _ = daemon.stop()
+        assert code == 0, daemon.log()
