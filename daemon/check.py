@@ -31,9 +31,12 @@ def run_check(config_path: Path | None, out: TextIO = sys.stdout) -> int:
 
     try:
         model = Model.load(settings.model.path, expected_features=settings.features)
+        # `is None`, not `or`: a configured threshold of 0.0 is a setting, not an absence.
+        configured = settings.model.threshold
+        threshold = model.threshold if configured is None else configured
         out.write(
             f"model: {model.name} ({settings.model.path}), sha256 {model.sha256[:12]},"
-            f" threshold {settings.model.threshold or model.threshold}\n"
+            f" threshold {threshold}\n"
         )
     except CoronaError as err:
         problems.append(f"model: {err}")

@@ -7,165 +7,31 @@ null sink is paced in real time and can be stopped under the daemon.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from daemon import schemas
 from daemon.constants import SAMPLE_RATE
 from daemon.model import Model
 from daemon.windows import windows_of
-from tests.daemon_runs import MONITOR, mqtt_section, noisy_clip, write_config, write_wav
-from tests.fixtures.broker import Broker, Received, Subscriber
-from tests.fixtures.microphone import INT16_FULL_SCALE, MicEnv, PulseSink, to_int16
-
-NODE: Final = "test-node"
-TOPICS: Final = f"corona/v1/{NODE}"
-WINDOW_S: Final = 0.5
-ALSA_AUDIO: Final = {"device": "tower_mic", "block_s": 0.005, "ring_s": 60}
-"""The ALSA file device is unpaced (~300x real time at 5 ms blocks): a big ring keeps every
-sample while the daemon catches up."""
-STOP_LIMIT_S: Final = 5.0
-EVENT_TIMEOUT_S: Final = 15.0
-
-
-class Daemon:
-    """One `corona-monitor --config CFG` process; its JSON log lines (stderr) go to a file."""
-
-    def __init__(self, cfg: Path, env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            [*MONITOR, "--config", str(cfg)],
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-        )
-
-    def events(self) -> list[dict[str, Any]]:
-        """Every JSON log line so far (a partly written last line is skipped)."""
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                out.append(event)
-        return out
-
-    def wait_event(self, name: str, timeout_s: float = EVENT_TIMEOUT_S) -> dict[str, Any]:
-        """The first log event called name; AssertionError (with the log) after timeout_s."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for event in self.events():
-                if event.get("event") == name:
-                    return event
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no {name!r} event; exit {self.process.poll()}; log:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
-        """Send signum; (exit status, seconds until the process was gone)."""
-        started = time.monotonic()
-        self.process.send_signal(signum)
-        code = self.process.wait(timeout=STOP_LIMIT_S * 3)
-        return code, time.monotonic() - started
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
-
-
-@pytest.fixture
-def model_path(exported: Callable[[str, str], Any]) -> Path:
-    return Path(exported("sigmoid", "int8").tflite_path)
-
-
-@dataclass
-class Rig:
-    """A test broker, the ALSA file microphone, a model and the daemons started on them."""
-
-    folder: Path
-    model_path: Path
-    broker: Broker
-    mic: MicEnv
-    subscribe: Callable[..., Subscriber]
-    daemons: list[Daemon] = field(default_factory=list)
-
-    def config(self, *, threshold: float | None = None, **sections: Any) -> Path:
-        """Short windows on the ALSA file microphone, MQTT on the test broker, health every 1 s.
-
-        sections override or add config sections; threshold sets model.threshold.
-        """
-        defaults = {
-            "audio": ALSA_AUDIO,
-            "window": {"length_s": WINDOW_S},
-            "mqtt": mqtt_section(self.broker),
-        }
-        cfg = write_config(self.folder, self.model_path, **{**defaults, **sections})
-        if threshold is not None:
-            doc = yaml.safe_load(cfg.read_text(encoding="utf-8"))
-            doc["model"]["threshold"] = threshold
-            cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
-        return cfg
-
-    def start(self, cfg: Path | None = None, env: dict[str, str] | None = None) -> Daemon:
-        """Run the daemon (by default on this rig's config and microphone)."""
-        daemon = Daemon(
-            cfg if cfg is not None else self.config(),
-            env if env is not None else self.mic.env,
-            self.folder / f"daemon{len(self.daemons)}.log",
-        )
-        self.daemons.append(daemon)
-        return daemon
-
-    def watch(self, suffix: str = "#") -> Subscriber:
-        """A subscriber to this node's topics (all, or one suffix such as "status")."""
-        return self.subscribe(self.broker, f"{TOPICS}/{suffix}")
-
-
-@pytest.fixture
-def rig(
-    tmp_path: Path,
-    model_path: Path,
-    broker: Broker,
-    alsa_mic: MicEnv,
-    subscribe: Callable[..., Subscriber],
-) -> Iterator[Rig]:
-    """A Rig; every daemon it started is killed at teardown if still running."""
-    made = Rig(tmp_path, model_path, broker, alsa_mic, subscribe)
-    yield made
-    for daemon in made.daemons:
-        daemon.close()
-
-
-def verdicts(messages: list[Received]) -> list[dict[str, Any]]:
-    return [m.json() for m in messages if m.topic == f"{TOPICS}/verdict"]
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
+from tests.daemon_runs import noisy_clip, write_wav
+from tests.fixtures.broker import Received, Subscriber
+from tests.fixtures.live_daemon import (
+    EVENT_TIMEOUT_S,
+    NODE,
+    STOP_LIMIT_S,
+    TOPICS,
+    WINDOW_S,
+    Rig,
+    verdicts,
+    wait_until,
+)
+from tests.fixtures.microphone import INT16_FULL_SCALE, PulseSink, to_int16
 
 
 class TestLiveEndToEnd:

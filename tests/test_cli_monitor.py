@@ -1,0 +1,195 @@
+"""corona-monitor's command line as a user meets it: start-up problems, check-config and watch.
+
+Each problem is one clear line on stderr and a defined behaviour: exit non-zero, or (for a broker
+that does not answer) keep running, keep the verdicts in the outbox and deliver them later.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from daemon import schemas
+from tests.daemon_runs import mqtt_section, noisy_clip, run_monitor, write_config, write_wav
+from tests.fixtures.live_daemon import TOPICS, Rig, set_threshold, verdicts, wait_until
+
+OUTAGE_S = 2.0
+"""How long the daemon runs against a dead broker before the broker comes up."""
+
+
+def problem_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def assert_one_clear_line(done: Any, *needles: str) -> None:
+    """Exit non-zero with exactly one stderr line that names every needle, no traceback."""
+    assert done.returncode != 0, done.stderr
+    lines = problem_lines(done.stderr)
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def edit_config(cfg: Path, section: str, **values: Any) -> Path:
+    doc = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    doc.setdefault(section, {}).update(values)
+    cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return cfg
+
+
+class TestStartupProblems:
+    def test_unknown_key_is_one_line_naming_it(self, rig: Rig) -> None:
+        """A misspelt key stops the daemon with one line naming the key path."""
+        cfg = edit_config(rig.config(), "window", lenght_s=1)
+        done = run_monitor(["--config", str(cfg)], env=rig.mic.env, timeout_s=30)
+        assert_one_clear_line(done, "window.lenght_s", "unknown key")
+
+    def test_bad_value_is_one_line_naming_the_key(self, rig: Rig) -> None:
+        """A value of the wrong type stops the daemon with one line naming the key and value."""
+        cfg = edit_config(rig.config(), "mqtt", port="abc")
+        done = run_monitor(["--config", str(cfg)], env=rig.mic.env, timeout_s=30)
+        assert_one_clear_line(done, "mqtt.port", "'abc'")
+
+    def test_missing_model_is_one_line_naming_the_file(self, rig: Rig, tmp_path: Path) -> None:
+        """A config naming a model that does not exist stops the daemon, naming the file."""
+        cfg = write_config(
+            tmp_path, tmp_path / "gone.tflite", audio={"device": "tower_mic"}, mqtt={}
+        )
+        done = run_monitor(["--config", str(cfg)], env=rig.mic.env, timeout_s=30)
+        assert_one_clear_line(done, "gone.tflite")
+
+    def test_mismatched_metadata_names_the_field(self, rig: Rig, tmp_path: Path) -> None:
+        """A model whose metadata disagrees with the feature settings is refused by field name."""
+        folder = tmp_path / "edited"
+        folder.mkdir()
+        model = Path(shutil.copy(rig.model_path, folder / rig.model_path.name))
+        meta_path = model.with_suffix(".json")
+        meta = json.loads(rig.model_path.with_suffix(".json").read_text(encoding="utf-8"))
+        meta["features"]["n_fft"] = 2048
+        meta_path.write_text(json.dumps(meta), encoding="utf-8")
+        cfg = write_config(tmp_path, model, audio={"device": "tower_mic"})
+        done = run_monitor(["--config", str(cfg)], env=rig.mic.env, timeout_s=30)
+        assert_one_clear_line(done, "features.n_fft")
+
+
+class TestUnreachableBroker:
+    def test_daemon_keeps_running_and_delivers_later(self, rig: Rig) -> None:
+        """With the broker down at start the daemon runs on, keeps its verdicts in the outbox,
+        and delivers them (marked replayed) once the broker comes up on that port."""
+        rig.mic.write(noisy_clip(2.0, seed=21, amplitude=0.3))
+        rig.broker.stop()
+        daemon = rig.start(rig.config(mqtt=mqtt_section(rig.broker, reconnect_max_s=1)))
+        daemon.wait_event("mqtt_connect_failed")
+        time.sleep(OUTAGE_S)
+        assert daemon.process.poll() is None, daemon.log()
+        kept = [e for e in daemon.events() if e.get("event") == "health"]
+        assert kept and kept[-1]["outbox_depth"] >= 4, daemon.log()
+        assert "Traceback" not in daemon.log()
+
+        rig.broker.start()
+        sub = rig.watch("verdict")
+        wait_until(lambda: len(verdicts(sub.messages)) >= 4, 15, "the kept verdicts")
+        first = verdicts(sub.messages)[:4]
+        for v in first:
+            schemas.validate("verdict", v)
+            assert v["replayed"] is True
+            assert v["sensor"] == "ok"  # the clip's windows, not the silence after it
+        assert [v["seq"] for v in first] == sorted(v["seq"] for v in first)
+        status = rig.watch("status").on(f"{TOPICS}/status")
+        assert status.text == "online"
+
+
+class TestCheckConfig:
+    def test_ok_prints_device_and_broker(self, rig: Rig) -> None:
+        """A good config: the device it would open, the broker answers, exit 0."""
+        rig.mic.write(noisy_clip(1.0, seed=22))
+        done = run_monitor(["check-config", "--config", str(rig.config())], env=rig.mic.env)
+        assert done.returncode == 0, done.stderr
+        assert "audio device: [" in done.stdout
+        assert "tower_mic" in done.stdout.split("audio device:")[1].splitlines()[0]
+        assert f"{rig.broker.host}:{rig.broker.port} answers" in done.stdout
+        assert done.stdout.rstrip().endswith("ok")
+        assert "Traceback" not in done.stderr
+
+    def test_configured_threshold_is_reported_even_zero(self, rig: Rig) -> None:
+        """The threshold shown is the configured one when set, including 0.0."""
+        rig.mic.write(noisy_clip(1.0, seed=27))
+        cfg = set_threshold(rig.config(), 0.0)
+        done = run_monitor(["check-config", "--config", str(cfg)], env=rig.mic.env)
+        assert done.returncode == 0, done.stderr
+        model_line = next(line for line in done.stdout.splitlines() if line.startswith("model:"))
+        assert model_line.endswith("threshold 0.0"), model_line
+
+    def test_missing_device_is_a_problem(self, rig: Rig) -> None:
+        """A device that is not there is named as a problem, exit 1."""
+        cfg = rig.config(audio={"device": "no_such_microphone"})
+        done = run_monitor(["check-config", "--config", str(cfg)], env=rig.mic.env)
+        assert done.returncode == 1
+        assert "problem: audio.device" in done.stderr
+        assert "no_such_microphone" in done.stderr
+        assert "Traceback" not in done.stderr
+
+    def test_silent_broker_is_a_problem(self, rig: Rig) -> None:
+        """A broker that does not answer is named as a problem, exit 1."""
+        rig.mic.write(noisy_clip(1.0, seed=23))
+        cfg = rig.config()
+        rig.broker.stop()
+        done = run_monitor(["check-config", "--config", str(cfg)], env=rig.mic.env)
+        assert done.returncode == 1
+        assert f"problem: mqtt: {rig.broker.host}:{rig.broker.port}" in done.stderr
+        assert "Traceback" not in done.stderr
+
+    def test_missing_model_is_a_problem(self, rig: Rig, tmp_path: Path) -> None:
+        """A missing model is named as a problem; the rest is still checked and printed."""
+        rig.mic.write(noisy_clip(1.0, seed=24))
+        cfg = rig.config()
+        doc = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+        doc["model"]["path"] = str(tmp_path / "gone.tflite")
+        cfg.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        done = run_monitor(["check-config", "--config", str(cfg)], env=rig.mic.env)
+        assert done.returncode == 1
+        assert "problem: model" in done.stderr
+        assert "gone.tflite" in done.stderr
+        assert "answers" in done.stdout
+        assert "Traceback" not in done.stderr
+
+    def test_password_is_masked(self, rig: Rig, broker_factory: Any, tmp_path: Path) -> None:
+        """The password from password_file is used (the broker accepts) and never printed."""
+        secret = "s3cret-Tower-Pass"
+        broker = broker_factory(users={"tower": secret}, allow_anonymous=False)
+        password_file = tmp_path / "mqtt.pass"
+        password_file.write_text(secret + "\n", encoding="utf-8")
+        rig.mic.write(noisy_clip(1.0, seed=25))
+        mqtt = mqtt_section(
+            broker, username="tower", password_file=str(password_file), allow_insecure=True
+        )
+        done = run_monitor(
+            ["check-config", "--config", str(rig.config(mqtt=mqtt))], env=rig.mic.env
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"{broker.host}:{broker.port} answers" in done.stdout
+        assert '"password": "***"' in done.stdout
+        assert secret not in done.stdout + done.stderr
+
+
+class TestWatch:
+    def test_once_shows_a_node_from_retained_messages(self, rig: Rig, tmp_path: Path) -> None:
+        """After a replay published, `watch --once` shows the node, its status and its alarm."""
+        wav = write_wav(tmp_path / "clip.wav", noisy_clip(3.0, seed=26))
+        cfg = rig.config(alarm={"k": 1, "n": 2})
+        set_threshold(cfg, 0.0)
+        replayed = run_monitor(["--config", str(cfg), "--replay", str(wav)])
+        assert replayed.returncode == 0, replayed.stderr
+        done = run_monitor(["watch", "--once", "--wait-s", "1", "--config", str(cfg)])
+        assert done.returncode == 0, done.stderr
+        rows = [line.split() for line in done.stdout.splitlines()]
+        node_row = next(row for row in rows if row and row[0] == "test-node")
+        assert node_row[1] == "stopped"
+        assert "alarm" in node_row
+        assert "nodes: 1" in done.stdout
