@@ -44,7 +44,9 @@ watchdog pings so systemd restarts the service."""
 class Service:
     """Runs until stop() (or a signal); returns the process exit status."""
 
-    def __init__(self, settings: Settings, model: Model) -> None:
+    def __init__(
+        self, settings: Settings, model: Model, *, launched_monotonic: float | None = None
+    ) -> None:
         self.settings = settings
         self.model = model
         self.messenger = Messenger(settings)
@@ -52,7 +54,10 @@ class Service:
         self.alarm = Alarm(k=settings.alarm.k, n=settings.alarm.n)
         self.watchdog = notify.Watchdog(STALL_AFTER_S)
         self._stop = threading.Event()
-        self._started_monotonic = time.monotonic()
+        # Start-up is timed from the launch (config and model loading included), not from here.
+        self._started_monotonic = (
+            launched_monotonic if launched_monotonic is not None else time.monotonic()
+        )
         self._pipeline: Pipeline | None = None
         self._recoveries_seen = 0
         self._windows_before = 0
@@ -87,6 +92,9 @@ class Service:
     def _step(self) -> None:
         block = self.capture.read(READ_TIMEOUT_S)
         if block is not None:
+            if self._pipeline is None:
+                startup_s = time.monotonic() - self._started_monotonic
+                log.info("first_block", frames=len(block), startup_s=round(startup_s, 3))
             self._pipeline_for_block(block).feed(block)
         self.messenger.pump()
         now = time.monotonic()
@@ -171,12 +179,13 @@ class Service:
 
 def run_live(config_path: Path | None) -> int:
     """`corona-monitor [--config PATH]`: load, validate, run until SIGTERM/SIGINT."""
+    launched = time.monotonic()  # the imports are done: start-up time counts from here
     settings = config.load(config_path)
     logsetup.configure(
         level=settings.logging.level, fmt=settings.logging.format, node_id=settings.node_id
     )
     model = Model.load(settings.model.path, expected_features=settings.features)
-    service = Service(settings, model)
+    service = Service(settings, model, launched_monotonic=launched)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal", signal=signal.Signals(signum).name)
