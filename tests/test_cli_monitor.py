@@ -16,7 +16,14 @@ import yaml
 
 from daemon import schemas
 from tests.daemon_runs import mqtt_section, noisy_clip, run_monitor, write_config, write_wav
-from tests.fixtures.live_daemon import TOPICS, Rig, set_threshold, verdicts, wait_until
+from tests.fixtures.live_daemon import (
+    STOP_LIMIT_S,
+    TOPICS,
+    Rig,
+    set_threshold,
+    verdicts,
+    wait_until,
+)
 
 OUTAGE_S = 2.0
 """How long the daemon runs against a dead broker before the broker comes up."""
@@ -103,6 +110,18 @@ class TestUnreachableBroker:
         assert [v["seq"] for v in first] == sorted(v["seq"] for v in first)
         status = rig.watch("status").on(f"{TOPICS}/status")
         assert status.text == "online"
+
+    def test_sigterm_during_the_outage_exits_cleanly(self, rig: Rig) -> None:
+        """Stopping while the broker is down still exits 0 within 5 s, the verdicts kept."""
+        rig.mic.write(noisy_clip(1.0, seed=28))
+        rig.broker.stop()
+        daemon = rig.start()
+        daemon.wait_event("first_block")
+        daemon.wait_event("mqtt_connect_failed")
+        code, took_s = daemon.stop()
+        assert code == 0, daemon.log()
+        assert took_s < STOP_LIMIT_S
+        assert daemon.wait_event("outbox_kept")["depth"] > 0
 
 
 class TestCheckConfig:
