@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,14 @@ class TestUnreachableBroker:
         assert kept and kept[-1]["outbox_depth"] >= 4, daemon.log()
         assert "Traceback" not in daemon.log()
 
-        rig.broker.start()
-        sub = rig.watch("verdict")
+        # Verdicts are not retained: the daemon is paused (SIGSTOP) until the test's subscriber
+        # is on the new broker, or it might reconnect and deliver before anyone listens.
+        daemon.process.send_signal(signal.SIGSTOP)
+        try:
+            rig.broker.start()
+            sub = rig.watch("verdict")
+        finally:
+            daemon.process.send_signal(signal.SIGCONT)
         wait_until(lambda: len(verdicts(sub.messages)) >= 4, 15, "the kept verdicts")
         first = verdicts(sub.messages)[:4]
         for v in first:
