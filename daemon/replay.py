@@ -67,6 +67,9 @@ def run_replay(
         messenger.start()
         if messenger.publisher is not None:
             messenger.publisher.wait_connected(CONNECT_WAIT_S)
+        # The drainer's session starts on its first tick: tick before any verdict exists, so only
+        # rows from earlier runs count as backlog (replayed: true), not this run's first block.
+        messenger.pump()
         sink = _EchoSink(messenger.sink, out)
         alarm = Alarm(k=settings.alarm.k, n=settings.alarm.n)
         for path in files:
