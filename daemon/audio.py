@@ -341,7 +341,7 @@ def _rebuffer(
         joined = np.concatenate(pending)
         full = held - held % block_frames
         for start in range(0, full, block_frames):
-            yield joined[start : start + block_frames].copy()
+            yield joined[start : start + block_frames]
         pending = [joined[full:]]
         held -= full
     if held:

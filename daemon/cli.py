@@ -1,0 +1,137 @@
+"""corona-monitor's command line: the live daemon, --replay, check-config and watch.
+
+The only place where errors become one line on stderr and an exit code; everything below raises.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from daemon.errors import CoronaError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_CONFIG_HELP = "YAML configuration (default: built-in defaults, see config.yaml)."
+
+
+class _MonitorGroup(click.Group):
+    """Accepts the design's `corona-monitor --replay FILE [FILE ...]` as the `replay` command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--replay" in args:
+            at = args.index("--replay")
+            args = [*args[:at], "replay", *args[at + 1 :]]
+        return super().parse_args(ctx, args)
+
+
+def _config_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help=_CONFIG_HELP,
+    )(func)
+
+
+def _resolve_config(ctx: click.Context, config_path: Path | None) -> Path | None:
+    """A --config given after the command wins over one given before it."""
+    if config_path is not None:
+        return config_path
+    parent = ctx.find_root().params.get("config_path")
+    return parent if isinstance(parent, Path) else None
+
+
+@click.group(cls=_MonitorGroup, invoke_without_command=True)
+@_config_option
+@click.version_option(package_name="corona-monitor")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """Listen to a high-voltage tower and publish normal/anomalous verdicts over MQTT.
+
+    Without a command: run the daemon on the live microphone.
+    """
+    if ctx.invoked_subcommand is None:
+        from daemon.service import run_live
+
+        ctx.exit(run_live(config_path))
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--realtime", is_flag=True, help="Pace the files at 1x (default: as fast as possible)."
+)
+@_config_option
+@click.pass_context
+def replay(
+    ctx: click.Context, files: tuple[Path, ...], realtime: bool, config_path: Path | None
+) -> None:
+    """Run the live pipeline on WAV files; one verdict JSON per line on stdout."""
+    from daemon.replay import run_replay
+
+    ctx.exit(run_replay(files, config_path=_resolve_config(ctx, config_path), realtime=realtime))
+
+
+@cli.command("check-config")
+@_config_option
+@click.pass_context
+def check_config(ctx: click.Context, config_path: Path | None) -> None:
+    """Validate config and model, list inputs, try the broker; non-zero exit on a problem."""
+    from daemon.check import run_check
+
+    ctx.exit(run_check(_resolve_config(ctx, config_path)))
+
+
+@cli.command()
+@click.option("--prefix", default=None, help="Topic prefix (default: the config's mqtt.prefix).")
+@click.option("--once", is_flag=True, help="Print the table once after a few seconds and exit.")
+@click.option(
+    "--wait-s", default=3.0, show_default=True, help="Seconds to collect before --once prints."
+)
+@_config_option
+@click.pass_context
+def watch(
+    ctx: click.Context, prefix: str | None, once: bool, wait_s: float, config_path: Path | None
+) -> None:
+    """The control room's view: a live table of every node under the prefix."""
+    from daemon import config
+    from daemon.watch import run_watch
+
+    settings = config.load(_resolve_config(ctx, config_path))
+    ctx.exit(run_watch(settings, prefix=prefix, once=once, wait_s=wait_s, out=sys.stdout))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: no traceback ever reaches the user."""
+    try:
+        # In non-standalone mode click returns ctx.exit()'s code instead of calling sys.exit.
+        code = cli.main(args=argv, prog_name="corona-monitor", standalone_mode=False)
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Abort:
+        click.echo("corona-monitor: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except CoronaError as err:
+        click.echo(f"corona-monitor: {err}", err=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        click.echo("corona-monitor: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except OSError as err:
+        click.echo(f"corona-monitor: {err}", err=True)
+        return EXIT_FAILED
+    return code if isinstance(code, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The one path from audio blocks to delivered verdicts, shared by live capture and replay.
+
+blocks -> Windower -> Model.score -> verdict JSON -> alarm -> Sink. The caller owns where the
+blocks come from (a microphone or a file) and where the messages go (stdout, outbox + MQTT).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import numpy as np
+import structlog
+
+from daemon import verdict
+from daemon.alarm import Alarm
+from daemon.config import Settings
+from daemon.constants import SAMPLE_RATE
+from daemon.model import Model
+from daemon.windows import Window, Windower
+
+log = structlog.get_logger(__name__)
+
+
+class Sink(Protocol):
+    """Where finished messages go. `kind` is a topic suffix: "verdict" or "alarm"."""
+
+    def deliver(self, kind: str, build: Callable[[int | None], dict[str, Any]]) -> dict[str, Any]:
+        """Store/send one message; `build(seq)` makes its payload once a seq is assigned."""
+        ...
+
+
+@dataclass
+class PipelineStats:
+    windows: int = 0
+    last_window_end: str | None = None
+    last_label: str | None = None
+    last_score: float | None = None
+    last_sensor: str | None = None
+
+
+class Pipeline:
+    """Turns one stream of mono float32 blocks at 44.1 kHz into verdicts and alarm changes."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        model: Model,
+        sink: Sink,
+        alarm: Alarm,
+        source: verdict.Source,
+        stream_start: datetime,
+        overflows: Callable[[], int] = lambda: 0,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._model = model
+        self._sink = sink
+        self._alarm = alarm
+        self._source: verdict.Source = source
+        self._stream_start = stream_start
+        self._overflows = overflows
+        self._extra = extra or {}
+        self._model_ref = verdict.ModelRef(model.name, model.sha256)
+        self._threshold = (
+            settings.model.threshold if settings.model.threshold is not None else model.threshold
+        )
+        self._windower = Windower(
+            sample_rate=SAMPLE_RATE,
+            length_s=settings.window.length_s,
+            hop_s=settings.window.effective_hop_s,
+            n_fft=settings.features.n_fft,
+            hop_length=settings.features.hop_length,
+        )
+        self.stats = PipelineStats()
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    def feed(self, block: np.ndarray) -> list[dict[str, Any]]:
+        """Push audio; returns the verdicts of the windows it completed."""
+        return [self._finish(window) for window in self._windower.push(block)]
+
+    def flush(self) -> list[dict[str, Any]]:
+        """End of stream: the tail window, if the tail policy keeps it (daemon.windows)."""
+        window = self._windower.flush()
+        return [] if window is None else [self._finish(window)]
+
+    def _finish(self, window: Window) -> dict[str, Any]:
+        score = float(self._model.score(window.features))
+        extra = dict(self._extra)
+        if self._source == "replay":
+            extra["offset_s"] = round(window.start_sample / SAMPLE_RATE, 3)
+
+        def build(seq: int | None) -> dict[str, Any]:
+            return verdict.build(
+                node=self._settings.node_id,
+                seq=0 if seq is None else seq,
+                window=window,
+                stream_start=self._stream_start,
+                score=score,
+                threshold=self._threshold,
+                model=self._model_ref,
+                overflows=self._overflows(),
+                source=self._source,
+                extra=extra,
+            )
+
+        payload = self._sink.deliver("verdict", build)
+        log.debug("verdict", seq=payload["seq"], label=payload["label"], score=payload["score"])
+        self._track(payload, score)
+        return payload
+
+    def _track(self, payload: dict[str, Any], score: float) -> None:
+        self.stats.windows += 1
+        self.stats.last_window_end = payload["window_end"]
+        self.stats.last_label = payload["label"]
+        self.stats.last_score = payload["score"]
+        self.stats.last_sensor = payload["sensor"]
+        change = self._alarm.update(
+            anomalous=payload["label"] == "anomalous",
+            usable=payload["sensor"] == "ok",
+            score=score,
+            at=payload["window_end"],
+        )
+        if change is not None:
+            log.warning("alarm_changed", state=change.state, since=change.since, score=change.score)
+            self._sink.deliver("alarm", lambda _seq: change.payload())
