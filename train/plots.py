@@ -122,7 +122,7 @@ def mean_spectrum(
     axis.set_xscale("symlog", linthresh=1000)
     axis.set_xlim(freqs_hz[1], freqs_hz[-1])
     axis.set_xlabel("frequency (Hz)")
-    axis.set_ylabel("power (dB re full scale)")
+    axis.set_ylabel("mean power (dB)")
     axis.set_title("mean log spectrum per class, training windows (band: ±1 std)")
     axis.grid(alpha=0.3, which="both")
     axis.legend()
@@ -131,17 +131,16 @@ def mean_spectrum(
 
 def spectrogram(path: Path, examples: dict[str, Path], settings: WindowSettings) -> Path:
     """Spectrogram of the first seconds of one example file per class."""
-    fig, axes = plt.subplots(
-        len(examples) or 1, 1, figsize=(10, 3.4 * max(1, len(examples))), squeeze=False
-    )
+    rows = max(1, len(examples))
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 3.4 * rows), squeeze=False, layout="constrained")
     image = None
-    for axis, (name, file_path) in zip(axes[:, 0], sorted(examples.items()), strict=False):
+    for number, (axis, (name, file_path)) in enumerate(
+        zip(axes[:, 0], sorted(examples.items()), strict=False), 1
+    ):
         samples, _ = audio.load(file_path)
         samples = samples[: int(EXAMPLE_S * settings.sample_rate)]
-        power = (
-            np.abs(librosa.stft(samples, n_fft=settings.n_fft, hop_length=settings.hop_length)) ** 2
-        )
-        db = librosa.power_to_db(power, ref=1.0, amin=_DB_FLOOR, top_db=100)
+        stft = librosa.stft(samples, n_fft=settings.n_fft, hop_length=settings.hop_length)
+        db = librosa.power_to_db(np.abs(stft) ** 2, ref=1.0, amin=_DB_FLOOR, top_db=100)
         image = librosa.display.specshow(
             db,
             sr=settings.sample_rate,
@@ -151,13 +150,15 @@ def spectrogram(path: Path, examples: dict[str, Path], settings: WindowSettings)
             ax=axis,
             cmap="magma",
         )
-        axis.set_title(f"{name}: {file_path.name}")
+        axis.set_title(f"{name}: {file_path.name} (first {EXAMPLE_S:g} s)")
+        axis.set_xlabel("time (s)" if number == rows else "")
+        axis.set_ylabel("frequency (Hz)")
     if image is not None:
         fig.colorbar(image, ax=axes[:, 0].tolist(), format="%+.0f dB")
-        fig.savefig(path, dpi=DPI)  # tight_layout does not mix with a shared colorbar
-        plt.close(fig)
-        return path
-    return _save(fig, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
 
 
 def write_all(

@@ -46,7 +46,8 @@ def json_safe(value: Any) -> Any:
 def interval(values: list[float | None], n_train: int, n_test: int) -> dict[str, Any]:
     """Mean and 95 % interval of per-fold values with the Nadeau-Bengio correction: folds share
     training data, so the naive t interval is too narrow; the fold variance is scaled by
-    (1/k + n_test/n_train) instead of 1/k."""
+    (1/k + n_test/n_train) instead of 1/k. Every metric here lives in [0, 1], so the interval
+    is clipped to it."""
     finite = np.array([v for v in values if v is not None and math.isfinite(v)], float)
     if finite.size == 0:
         return {"mean": None, "low": None, "high": None, "folds": 0}
@@ -55,4 +56,9 @@ def interval(values: list[float | None], n_train: int, n_test: int) -> dict[str,
         return {"mean": mean, "low": None, "high": None, "folds": int(finite.size)}
     variance = float(finite.var(ddof=1)) * (1 / finite.size + n_test / max(n_train, 1))
     half = float(stats.t.ppf((1 + CONFIDENCE) / 2, finite.size - 1)) * math.sqrt(variance)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "folds": int(finite.size)}
+    return {
+        "mean": mean,
+        "low": max(0.0, mean - half),
+        "high": min(1.0, mean + half),
+        "folds": int(finite.size),
+    }
