@@ -216,8 +216,8 @@ def fit(
     """Train a model on DATA_DIR (normal/ + anomalous/ or manifest.csv) into RUN_DIR."""
     _quiet_tensorflow()
     # TensorFlow loads with these two; only the commands that train or convert pay for it.
-    from train import fit as fitting  # noqa: PLC0415
-    from train import presets  # noqa: PLC0415
+    from train import fit as fitting
+    from train import presets
 
     chosen = presets.get(preset)
     if epochs is not None:
@@ -309,7 +309,7 @@ def export(*, run_dir: Path, tflite: bool, quantize: str, out: Path, name: str |
     if not tflite:
         raise click.UsageError("--tflite is the only export format; pass it explicitly")
     _quiet_tensorflow()
-    from train.export import export_tflite  # noqa: PLC0415 - loads TensorFlow
+    from train.export import export_tflite
 
     out.parent.mkdir(parents=True, exist_ok=True)
     report = export_tflite(run_dir, out, quantize=quantize, name=name)

@@ -24,7 +24,7 @@ from daemon.errors import DataError
 from train import data, featurize, metrics, splits
 from train import plots as plotting
 from train.presets import Preset, build_model
-from train.scoring import evaluate, interval, json_safe
+from train.scoring import choose_threshold, evaluate, interval, json_safe
 
 log = structlog.get_logger(__name__)
 
@@ -74,26 +74,6 @@ def setup_tensorflow(seed: int) -> None:
     tf.get_logger().setLevel("ERROR")
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-
-
-def choose_threshold(labels: np.ndarray, scores: np.ndarray, fallback: float) -> float:
-    """The threshold with the best balanced accuracy on (labels, scores); among ties the one
-    nearest `fallback`. Candidates are midpoints between neighbouring distinct scores, so the
-    chosen value sits in the gap rather than on a validation example."""
-    labels = np.asarray(labels, int)
-    if len(np.unique(labels)) < 2:
-        return fallback
-    distinct = np.unique(np.asarray(scores, np.float64))
-    candidates = np.concatenate([[fallback], (distinct[:-1] + distinct[1:]) / 2])
-    best, best_key = fallback, (-1.0, 0.0)
-    for threshold in candidates:
-        predicted = scores >= threshold
-        tpr = float(np.mean(predicted[labels == 1]))
-        tnr = float(np.mean(~predicted[labels == 0]))
-        key = ((tpr + tnr) / 2, -abs(threshold - fallback))
-        if key > best_key:
-            best, best_key = float(threshold), key
-    return best
 
 
 def train_model(

@@ -62,3 +62,23 @@ def interval(values: list[float | None], n_train: int, n_test: int) -> dict[str,
         "high": min(1.0, mean + half),
         "folds": int(finite.size),
     }
+
+
+def choose_threshold(labels: np.ndarray, scores: np.ndarray, fallback: float) -> float:
+    """The threshold with the best balanced accuracy on (labels, scores); among ties the one
+    nearest `fallback`. Candidates are midpoints between neighbouring distinct scores, so the
+    chosen value sits in the gap rather than on a validation example."""
+    labels = np.asarray(labels, int)
+    if len(np.unique(labels)) < 2:
+        return fallback
+    distinct = np.unique(np.asarray(scores, np.float64))
+    candidates = np.concatenate([[fallback], (distinct[:-1] + distinct[1:]) / 2])
+    best, best_key = fallback, (-1.0, 0.0)
+    for threshold in candidates:
+        predicted = scores >= threshold
+        tpr = float(np.mean(predicted[labels == 1]))
+        tnr = float(np.mean(~predicted[labels == 0]))
+        key = ((tpr + tnr) / 2, -abs(threshold - fallback))
+        if key > best_key:
+            best, best_key = float(threshold), key
+    return best
