@@ -25,7 +25,7 @@ from daemon.constants import WINDOW_S
 from daemon.errors import CoronaError
 from train import data, evaluation
 from train import inspect as inspecting
-from train.featurize import DEFAULT_CACHE_DIR
+from train.featurize import DEFAULT_CACHE_DIR, Progress
 from train.synth import synthesize
 
 EXIT_ERROR: Final = 1
@@ -374,9 +374,18 @@ def synth(
     """Write synthetic labelled tower audio (normal/, anomalous/, manifest.csv) into OUT_DIR."""
     if min_s > max_s:
         raise click.BadParameter(f"--min-s {min_s:g} is longer than --max-s {max_s:g}")
-    manifest = synthesize(
-        out_dir, normal=normal, anomalous=anomalous, seed=seed, duration_s=(min_s, max_s)
-    )
+    progress = Progress(normal + anomalous, "synth")
+    try:
+        manifest = synthesize(
+            out_dir,
+            normal=normal,
+            anomalous=anomalous,
+            seed=seed,
+            duration_s=(min_s, max_s),
+            progress=lambda done, total: progress.advance(),
+        )
+    finally:
+        progress.close()
     click.echo(f"wrote {normal} normal and {anomalous} anomalous files; manifest {manifest}")
 
 
