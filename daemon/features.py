@@ -4,6 +4,7 @@ Pure numpy (no librosa, no scipy). Every STFT frame in the project is windowed a
 `power_sum_of_frames`; `row_means` (whole signals) and `daemon.windows` (streams) both call it.
 """
 
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -82,6 +83,27 @@ def frame_count(n_samples: int, *, n_fft: int = N_FFT, hop_length: int = HOP_LEN
     return 1 + (n_samples + 2 * (n_fft // 2) - n_fft) // hop_length
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(
+    n_fft: int,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.complex128]]:
+    """This thread's reusable chunk buffers (windowed frames, their spectra) for ``n_fft``.
+
+    Reused rather than allocated per call: the streaming windower calls in small batches,
+    and fresh megabyte buffers each time cost page faults that tripled its run time.
+    """
+    buffers: dict[int, tuple[npt.NDArray[np.float64], npt.NDArray[np.complex128]]]
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    if n_fft not in buffers:
+        buffers[n_fft] = (
+            np.empty((FRAMES_PER_CHUNK, n_fft), dtype=np.float64),
+            np.empty((FRAMES_PER_CHUNK, n_fft // 2 + 1), dtype=np.complex128),
+        )
+    return buffers[n_fft]
+
+
 def power_sum_of_frames(frames: FloatArray) -> npt.NDArray[np.float64]:
     """Sum over frames of ``|rfft(hann * frame)| ** 2``: the one place frames are windowed, FFT'd.
 
@@ -109,13 +131,13 @@ def power_sum_of_frames(frames: FloatArray) -> npt.NDArray[np.float64]:
     # Summing re**2 and im**2 separately through a float64 view avoids np.abs (a sqrt) and a
     # complex temporary; the pairs are added once at the end.
     squares = np.zeros(2 * n_bins, dtype=np.float64)
-    windowed = np.empty((min(FRAMES_PER_CHUNK, n_frames), n_fft), dtype=np.float64)
+    windowed, spectrum = _scratch(n_fft)
     for first in range(0, n_frames, FRAMES_PER_CHUNK):
         chunk = frames[first : first + FRAMES_PER_CHUNK]
-        out = windowed[: chunk.shape[0]]
-        np.multiply(chunk, window, out=out)
-        spectrum = np.fft.rfft(out, axis=-1)
-        parts = spectrum.view(np.float64)
+        n_chunk = chunk.shape[0]
+        np.multiply(chunk, window, out=windowed[:n_chunk])
+        np.fft.rfft(windowed[:n_chunk], axis=-1, out=spectrum[:n_chunk])
+        parts = spectrum[:n_chunk].view(np.float64)
         squares += np.einsum("ij,ij->j", parts, parts)
     result: npt.NDArray[np.float64] = squares.reshape(n_bins, 2).sum(axis=1)
     return result

@@ -1,4 +1,4 @@
-"""The edge install never imports TensorFlow, Keras or librosa: every daemon module, fresh interpreter."""
+"""Edge installs never import TensorFlow, Keras or librosa: each daemon module, fresh process."""
 
 import json
 import subprocess

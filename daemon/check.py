@@ -1,0 +1,94 @@
+"""`corona-monitor check-config`: what would run, and every problem that would stop it.
+
+Prints the resolved settings (secrets masked), the model, the audio inputs and whether the
+broker answers; exit status 1 when anything is wrong, so a technician can run it before
+starting the service.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from daemon import config
+from daemon.capture import list_input_devices, resolve_input_device
+from daemon.errors import CoronaError
+from daemon.model import Model
+from daemon.publish import make_client
+
+BROKER_TIMEOUT_S: Final = 5.0
+
+
+def run_check(config_path: Path | None, out: TextIO = sys.stdout) -> int:
+    """Check everything, print a report; 0 when the daemon could start as configured."""
+    settings = config.load(config_path)  # a bad config is one clear line, from the CLI
+    problems: list[str] = []
+    out.write(f"config: {config_path or 'built-in defaults'}\n")
+    out.write(json.dumps(config.as_dict(settings), indent=2, default=str) + "\n")
+
+    try:
+        model = Model.load(settings.model.path, expected_features=settings.features)
+        out.write(
+            f"model: {model.name} ({settings.model.path}), sha256 {model.sha256[:12]},"
+            f" threshold {settings.model.threshold or model.threshold}\n"
+        )
+    except CoronaError as err:
+        problems.append(f"model: {err}")
+
+    try:
+        devices = list_input_devices()
+        out.write("audio inputs:\n")
+        for dev in devices:
+            mark = "*" if dev["default"] else " "
+            out.write(f"  {mark} [{dev['index']}] {dev['name']} ({dev['hostapi']})\n")
+        if not devices:
+            out.write("  (none)\n")
+        index, name = resolve_input_device(settings.audio.device)
+        out.write(f"audio device: [{index}] {name}\n")
+    except CoronaError as err:
+        problems.append(f"audio.device: {err}")
+
+    if settings.mqtt.enabled:
+        verdict = _probe_broker(settings)
+        out.write(f"mqtt: {settings.mqtt.host}:{settings.mqtt.port} {verdict or 'answers'}\n")
+        if verdict:
+            problems.append(f"mqtt: {settings.mqtt.host}:{settings.mqtt.port} {verdict}")
+    else:
+        out.write("mqtt: disabled (mqtt.host is null)\n")
+
+    for problem in problems:
+        sys.stderr.write(f"problem: {problem}\n")
+    out.write("ok\n" if not problems else f"{len(problems)} problem(s)\n")
+    return 0 if not problems else 1
+
+
+def _probe_broker(settings: config.Settings) -> str | None:
+    """None when the broker accepts a connection with our credentials, else what went wrong."""
+    try:
+        client = make_client(settings.mqtt, f"{settings.node_id}-check")
+    except CoronaError as err:
+        return str(err)
+    answered = threading.Event()
+    result: dict[str, Any] = {}
+
+    def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+        result["reason"] = reason
+        answered.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(settings.mqtt.host or "", settings.mqtt.port, keepalive=10)
+    except (OSError, ValueError) as err:
+        return f"does not answer ({err})"
+    client.loop_start()
+    try:
+        if not answered.wait(BROKER_TIMEOUT_S):
+            return f"did not answer within {BROKER_TIMEOUT_S:g} s"
+        reason = result["reason"]
+        return None if not reason.is_failure else f"refused the connection: {reason}"
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -1,0 +1,102 @@
+"""The durable road from a finished message to the broker: outbox -> drainer -> publisher.
+
+Every verdict and alarm change is committed to the outbox first; the drainer hands rows to MQTT
+and the PUBACK deletes them. With MQTT disabled the outbox still numbers verdicts (seq never
+repeats for a node, across runs) but keeps nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import structlog
+
+from daemon.config import Settings
+from daemon.drain import Drainer
+from daemon.outbox import Message, Outbox, OutboxSink
+from daemon.pipeline import Sink
+from daemon.publish import Publisher
+
+log = structlog.get_logger(__name__)
+
+DRAIN_POLL_S: Final = 0.05
+"""Pause between drainer ticks while waiting for the outbox to empty."""
+
+
+class _NumberOnlySink:
+    """MQTT disabled: give each verdict the next seq, keep nothing."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+
+    def deliver(self, kind: str, build: Callable[[int | None], dict[str, Any]]) -> dict[str, Any]:
+        built: list[dict[str, Any]] = []
+
+        def message(seq: int | None) -> Message:
+            built.append(build(seq))
+            return Message(kind, b"", 0, False)
+
+        if kind == "verdict":
+            row = self._outbox.add_numbered(message)
+            self._outbox.ack(row.id)
+            return built[-1]
+        return build(None)
+
+
+class Messenger:
+    """Owns the outbox, the drainer and (when MQTT is configured) the publisher."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.outbox = Outbox.from_settings(settings.outbox)
+        self.publisher: Publisher | None = None
+        self.drainer: Drainer | None = None
+        self.sink: Sink
+        if settings.mqtt.enabled:
+            self.publisher = Publisher(settings.mqtt, settings.node_id)
+            self.drainer = Drainer(self.outbox)
+            self.sink = OutboxSink(self.outbox, qos=settings.mqtt.qos)
+        else:
+            self.sink = _NumberOnlySink(self.outbox)
+
+    @property
+    def connected(self) -> bool:
+        return self.publisher is not None and self.publisher.connected
+
+    def start(self) -> None:
+        """Start connecting in the background (never blocks on the network)."""
+        if self.publisher is not None:
+            self.publisher.start()
+
+    def pump(self) -> None:
+        """Hand due outbox rows to MQTT; call often from the service loop."""
+        if self.publisher is not None and self.drainer is not None:
+            self.drainer.tick(self.publisher.connected, self.publisher.publish)
+
+    def publish_health(self, payload: dict[str, Any]) -> None:
+        """Health is a snapshot, not a record: retained, sent only when connected, never queued."""
+        if self.publisher is not None and self.publisher.connected:
+            body = json.dumps(payload, separators=(",", ":"))
+            self.publisher.publish("health", body, qos=self.settings.mqtt.qos, retain=True)
+
+    def drain(self, timeout_s: float) -> bool:
+        """Keep sending until the outbox is empty (True) or timeout_s passes while connected."""
+        deadline = time.monotonic() + timeout_s
+        while self.publisher is not None and self.outbox.depth() > 0:
+            if time.monotonic() >= deadline:
+                return False
+            self.pump()
+            time.sleep(DRAIN_POLL_S)
+        return True
+
+    def close(self) -> None:
+        """Publish `stopped`, disconnect, close the outbox; what is unsent stays for next time."""
+        if self.publisher is not None:
+            self.publisher.close()
+        depth = self.outbox.depth()
+        if depth:
+            log.info("outbox_kept", depth=depth)
+        self.outbox.close()

@@ -1,0 +1,381 @@
+"""MQTT publishing: one paho-mqtt 2 client per node, never blocking the caller.
+
+The network runs on paho's own thread (`loop_start`). `publish()` hands a message over and returns
+its mid; `on_ack` runs on paho's thread once the broker has it (QoS 1/2: PUBACK/PUBCOMP; QoS 0:
+once written to the socket). A message handed over stays with paho (in memory) until acknowledged,
+across reconnects; while disconnected `publish()` refuses (returns None) so the caller's durable
+outbox keeps the backlog instead of this process's memory.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from daemon.config import MqttSettings
+from daemon.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+
+STATUS_ONLINE: Final = "online"
+STATUS_STOPPED: Final = "stopped"
+STATUS_OFFLINE: Final = "offline"
+"""The Last Will: the broker publishes it when the connection dies without a DISCONNECT."""
+
+STATUS_QOS: Final = 1
+RECONNECT_MIN_S: Final = 1
+"""First retry delay after a lost or failed connection; paho doubles it up to reconnect_max_s."""
+CLOSE_ACK_TIMEOUT_S: Final = 2.0
+"""How long close() waits for the broker to acknowledge `stopped` before disconnecting anyway."""
+REPEAT_LOG_S: Final = 300.0
+"""An identical connection error is logged once per this many seconds (spares the SD card)."""
+
+AckCallback = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Topics:
+    status: str
+    verdict: str
+    alarm: str
+    health: str
+
+
+def topics(prefix: str, node: str) -> Topics:
+    """The node's four topics under the prefix (DESIGN.md, MQTT)."""
+    base = f"{prefix.rstrip('/')}/{node}"
+    return Topics(
+        status=f"{base}/status",
+        verdict=f"{base}/verdict",
+        alarm=f"{base}/alarm",
+        health=f"{base}/health",
+    )
+
+
+def make_client(
+    settings: MqttSettings,
+    client_id: str,
+    *,
+    protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
+) -> mqtt.Client:
+    """A paho client with the configured credentials and TLS; does not connect.
+
+    Raises ConfigError when MQTT is disabled, the TLS files are unusable, or a password would go
+    over plain TCP without `mqtt.allow_insecure: true`.
+    """
+    if settings.host is None:
+        raise ConfigError("mqtt.host: not set, so MQTT is disabled; nothing to connect to")
+    password = settings.password()
+    tls_on = settings.tls.ca is not None
+    if password is not None and not tls_on and not settings.allow_insecure:
+        raise ConfigError(
+            f"mqtt.allow_insecure: refusing to send the password in clear text to"
+            f" {settings.host}:{settings.port}; set mqtt.tls.ca to use TLS, or"
+            " mqtt.allow_insecure: true to accept the risk"
+        )
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=protocol,
+    )
+    if settings.username is not None or password is not None:
+        client.username_pw_set(settings.username, password)
+    if tls_on:
+        tls = settings.tls
+        try:
+            client.tls_set(
+                ca_certs=str(tls.ca),
+                certfile=str(tls.cert) if tls.cert is not None else None,
+                keyfile=str(tls.key) if tls.key is not None else None,
+            )
+        except (OSError, ssl.SSLError, ValueError) as err:
+            # Never echo the key's content; the file names and the reason are enough.
+            raise ConfigError(
+                f"mqtt.tls: cannot load ca={tls.ca} cert={tls.cert} key={tls.key}: {err}"
+            ) from err
+    return client
+
+
+class _RepeatFilter:
+    """Lets an identical message through once per interval; forgets everything on success."""
+
+    def __init__(self, interval_s: float = REPEAT_LOG_S) -> None:
+        self._interval_s = interval_s
+        self._last: dict[str, float] = {}
+
+    def should_log(self, key: str) -> bool:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval_s:
+            return False
+        self._last[key] = now
+        return True
+
+    def reset(self) -> None:
+        self._last.clear()
+
+
+class Publisher:
+    """A node's MQTT connection: status and Last Will, reconnects, and acknowledged publishes."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        node_id: str,
+        *,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
+    ) -> None:
+        self._settings = settings
+        self._node_id = node_id
+        self.topics = topics(settings.prefix, node_id)
+        self._client = make_client(settings, node_id, protocol=protocol)
+        self._client.will_set(self.topics.status, STATUS_OFFLINE, qos=STATUS_QOS, retain=True)
+        self._client.reconnect_delay_set(
+            min_delay=RECONNECT_MIN_S,
+            max_delay=max(RECONNECT_MIN_S, round(settings.reconnect_max_s)),
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: dict[int, AckCallback | None] = {}
+        # paho may deliver the ack before publish() has returned the mid to us; such acks wait
+        # here until publish() registers the mid (it then runs the callback itself).
+        self._early_acks: dict[int, bool] = {}  # mid -> accepted by the broker
+        self._repeat = _RepeatFilter()
+        self._started = False
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin connecting in the background; returns at once, even if the broker is down."""
+        if self._started:
+            return
+        self._started = True
+        host = self._settings.host
+        assert host is not None  # make_client refused a disabled config
+        self._client.connect_async(host, self._settings.port, keepalive=self._settings.keepalive_s)
+        self._client.loop_start()
+        log.info(
+            "mqtt_starting",
+            host=host,
+            port=self._settings.port,
+            tls=self._settings.tls.ca is not None,
+            username=self._settings.username,
+            client_id=self._node_id,
+        )
+
+    def close(self, timeout_s: float = CLOSE_ACK_TIMEOUT_S) -> None:
+        """Publish `stopped` (retained), wait briefly for its ack, disconnect, stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._started:
+            return
+        if self._connected.is_set():
+            acked = threading.Event()
+            mid = self._send(
+                self.topics.status, STATUS_STOPPED, qos=STATUS_QOS, retain=True, on_ack=acked.set
+            )
+            if mid is None or not acked.wait(timeout_s):
+                log.warning("mqtt_stopped_not_acknowledged", timeout_s=timeout_s)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+        log.info("mqtt_closed")
+
+    def __enter__(self) -> Publisher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """True once connected (CONNACK accepted), False after timeout_s without it."""
+        return self._connected.wait(timeout_s)
+
+    @property
+    def pending_count(self) -> int:
+        """Messages handed to paho and not yet acknowledged by the broker."""
+        with self._lock:
+            return len(self._pending)
+
+    def is_pending(self, mid: int) -> bool:
+        """Whether this mid was handed over and is still awaiting its ack (paho resends it)."""
+        with self._lock:
+            return mid in self._pending
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic_suffix: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        on_ack: AckCallback | None = None,
+    ) -> int | None:
+        """Publish on `{prefix}/{node}/{topic_suffix}`; see publish_to."""
+        return self.publish_to(
+            f"{self._settings.prefix.rstrip('/')}/{self._node_id}/{topic_suffix}",
+            payload,
+            qos=qos,
+            retain=retain,
+            on_ack=on_ack,
+        )
+
+    def publish_to(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        on_ack: AckCallback | None = None,
+    ) -> int | None:
+        """Hand a message to the broker connection; the mid, or None when nothing was handed over.
+
+        None means not connected (or paho's queue is full): keep the message and try later. A
+        returned mid is paho's until acknowledged: on_ack then runs once, on paho's thread, and
+        must be quick and must not call close(). A broker that rejects the message (MQTT 5
+        reason code) gets it logged and on_ack is not called.
+        """
+        if self._closed or not self._connected.is_set():
+            return None
+        return self._send(topic, payload, qos=qos, retain=retain, on_ack=on_ack)
+
+    def _send(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int,
+        retain: bool,
+        on_ack: AckCallback | None,
+    ) -> int | None:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        # QoS 0 that could not be written is gone; QoS > 0 that met a just-dropped connection
+        # stays in paho's queue and goes out after the reconnect, so it still counts as handed.
+        handed = info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
+            info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0
+        )
+        with self._lock:
+            early = self._early_acks.pop(info.mid, None)
+            if handed and early is None:
+                self._pending[info.mid] = on_ack
+        if not handed:
+            log.debug("mqtt_publish_not_sent", topic=topic, rc=info.rc.name)
+            return None
+        if early is not None:
+            self._finish(on_ack, info.mid, accepted=early)
+        return info.mid
+
+    def _finish(self, on_ack: AckCallback | None, mid: int, *, accepted: bool) -> None:
+        if not accepted:
+            log.error("mqtt_publish_rejected", mid=mid)
+            return
+        if on_ack is None:
+            return
+        try:
+            on_ack()
+        except Exception:
+            # A failing callback must not kill paho's network thread (and with it all delivery).
+            log.exception("mqtt_on_ack_failed", mid=mid)
+
+    # -- paho callbacks (run on paho's thread) -----------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            # Wrong credentials or not authorised: paho closes and retries with backoff.
+            if self._repeat.should_log(f"refused:{reason_code}"):
+                log.error(
+                    "mqtt_connection_refused",
+                    host=self._settings.host,
+                    port=self._settings.port,
+                    username=self._settings.username,
+                    reason=str(reason_code),
+                    retry_max_s=self._settings.reconnect_max_s,
+                )
+            return
+        self._repeat.reset()
+        self._connected.set()
+        log.info(
+            "mqtt_connected",
+            host=self._settings.host,
+            port=self._settings.port,
+            session_present=flags.session_present,
+        )
+        self._send(self.topics.status, STATUS_ONLINE, qos=STATUS_QOS, retain=True, on_ack=None)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho does not pass the cause: a closed port, a DNS failure or a failed TLS handshake.
+        if self._repeat.should_log("connect_failed"):
+            log.warning(
+                "mqtt_connect_failed",
+                host=self._settings.host,
+                port=self._settings.port,
+                tls=self._settings.tls.ca is not None,
+                hint="broker unreachable or TLS handshake failed; retrying",
+                retry_max_s=self._settings.reconnect_max_s,
+            )
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if not was_connected:
+            return
+        if self._closed:
+            log.info("mqtt_disconnected", reason=str(reason_code), will_retry=False)
+        else:
+            log.warning("mqtt_disconnected", reason=str(reason_code), will_retry=True)
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        with self._lock:
+            if mid in self._pending:
+                on_ack = self._pending.pop(mid)
+            else:
+                self._early_acks[mid] = not reason_code.is_failure
+                return
+        self._finish(on_ack, mid, accepted=not reason_code.is_failure)

@@ -1,0 +1,127 @@
+"""`corona-monitor --replay`: files through the live pipeline, one verdict JSON per line on stdout.
+
+The same Windower -> Model -> verdict -> outbox path as live capture; only the blocks come from
+daemon.audio.stream. Window times are the window's position in the file counted from
+1970-01-01T00:00:00Z (a file has no wall clock); `file` and `offset_s` say the same plainly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import structlog
+
+from daemon import audio, config
+from daemon import log as logsetup
+from daemon.alarm import Alarm
+from daemon.constants import SAMPLE_RATE
+from daemon.errors import CoronaError
+from daemon.messenger import Messenger
+from daemon.model import Model
+from daemon.pipeline import Pipeline, Sink
+
+log = structlog.get_logger(__name__)
+
+REPLAY_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+REPLAY_BLOCK_S: Final = 1.0
+"""Seconds of audio per block read from a file (bounded memory for any file length)."""
+CONNECT_WAIT_S: Final = 3.0
+"""How long replay waits for the broker before it starts (it stores and goes on regardless)."""
+DRAIN_WAIT_S: Final = 10.0
+"""How long replay waits at the end for the broker to acknowledge what it published."""
+
+
+class _EchoSink:
+    """Writes every verdict to a stream as one JSON line, after the inner sink stored it."""
+
+    def __init__(self, inner: Sink, out: TextIO) -> None:
+        self._inner = inner
+        self._out = out
+
+    def deliver(self, kind: str, build: Callable[[int | None], dict[str, Any]]) -> dict[str, Any]:
+        payload = self._inner.deliver(kind, build)
+        if kind == "verdict":
+            self._out.write(json.dumps(payload, separators=(",", ":")) + "\n")
+            self._out.flush()
+        return payload
+
+
+def run_replay(
+    files: Sequence[Path], *, config_path: Path | None, realtime: bool, out: TextIO = sys.stdout
+) -> int:
+    """Replay each file; exit status 1 when any file could not be read (the others still run)."""
+    settings = config.load(config_path)
+    logsetup.configure(
+        level=settings.logging.level, fmt=settings.logging.format, node_id=settings.node_id
+    )
+    model = Model.load(settings.model.path, expected_features=settings.features)
+    messenger = Messenger(settings)
+    failed: list[str] = []
+    try:
+        messenger.start()
+        if messenger.publisher is not None:
+            messenger.publisher.wait_connected(CONNECT_WAIT_S)
+        sink = _EchoSink(messenger.sink, out)
+        alarm = Alarm(k=settings.alarm.k, n=settings.alarm.n)
+        for path in files:
+            try:
+                _replay_file(
+                    path,
+                    settings=settings,
+                    model=model,
+                    sink=sink,
+                    alarm=alarm,
+                    messenger=messenger,
+                    realtime=realtime,
+                )
+            except CoronaError as err:
+                log.error("replay_file_failed", file=str(path), error=str(err))
+                failed.append(str(path))
+        if messenger.connected and not messenger.drain(DRAIN_WAIT_S):
+            log.warning("replay_unacknowledged", depth=messenger.outbox.depth())
+    finally:
+        messenger.close()
+    if failed:
+        log.error("replay_failed_files", count=len(failed), files=failed)
+        return 1
+    return 0
+
+
+def _replay_file(
+    path: Path,
+    *,
+    settings: config.Settings,
+    model: Model,
+    sink: Sink,
+    alarm: Alarm,
+    messenger: Messenger,
+    realtime: bool,
+) -> None:
+    pipeline = Pipeline(
+        settings=settings,
+        model=model,
+        sink=sink,
+        alarm=alarm,
+        source="replay",
+        stream_start=REPLAY_EPOCH,
+        extra={"file": str(path)},
+    )
+    started = time.monotonic()
+    fed_s = 0.0
+    for block in audio.stream(path, block_frames=round(REPLAY_BLOCK_S * SAMPLE_RATE)):
+        pipeline.feed(block)
+        messenger.pump()
+        fed_s += block.size / SAMPLE_RATE
+        if realtime:
+            ahead_s = fed_s - (time.monotonic() - started)
+            if ahead_s > 0:
+                time.sleep(ahead_s)
+    pipeline.flush()
+    messenger.pump()
+    log.info("replay_file_done", file=str(path), windows=pipeline.stats.windows)

@@ -1,0 +1,187 @@
+"""The live daemon: the wiring of capture -> pipeline -> messenger, health, watchdog and signals.
+
+The only module that imports all the steps. One thread runs this loop; PortAudio's callback
+thread fills the capture ring and paho's network thread sends. SIGTERM/SIGINT stop the loop,
+the partial window is dropped (a verdict is always over a full window live), `stopped` is
+published and the process exits 0 within a few seconds.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+import structlog
+
+from daemon import config, notify
+from daemon import log as logsetup
+from daemon.alarm import Alarm
+from daemon.capture import Capture
+from daemon.config import Settings
+from daemon.constants import SAMPLE_RATE
+from daemon.messenger import Messenger
+from daemon.model import Model
+from daemon.pipeline import Pipeline
+from daemon.verdict import iso_utc
+
+log = structlog.get_logger(__name__)
+
+READ_TIMEOUT_S: Final = 0.2
+"""Longest the loop waits for audio before it services MQTT, health and the watchdog anyway."""
+READY_WAIT_S: Final = 1.0
+"""How long start-up waits for the first audio before it tells systemd it is ready regardless
+(a missing microphone is a reported fault, not a reason to fail the service)."""
+STALL_AFTER_S: Final = 10.0
+"""No captured block and no capture retry for this long: the capture is stuck; stop the
+watchdog pings so systemd restarts the service."""
+
+
+class Service:
+    """Runs until stop() (or a signal); returns the process exit status."""
+
+    def __init__(self, settings: Settings, model: Model) -> None:
+        self.settings = settings
+        self.model = model
+        self.messenger = Messenger(settings)
+        self.capture = Capture(settings.audio)
+        self.alarm = Alarm(k=settings.alarm.k, n=settings.alarm.n)
+        self.watchdog = notify.Watchdog(STALL_AFTER_S)
+        self._stop = threading.Event()
+        self._started_monotonic = time.monotonic()
+        self._pipeline: Pipeline | None = None
+        self._recoveries_seen = 0
+        self._windows_before = 0
+        self._last_health = 0.0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        log.info(
+            "starting",
+            model=self.model.name,
+            window_s=self.settings.window.length_s,
+            mqtt=self.settings.mqtt.host or "disabled",
+            device=self.settings.audio.device,
+        )
+        self.messenger.start()
+        self.capture.start()
+        self.capture.wait_running(READY_WAIT_S)
+        notify.ready(self._status_line())
+        try:
+            while not self._stop.is_set():
+                self._step()
+        finally:
+            notify.stopping()
+            self.capture.stop()
+            self._publish_health()
+            self.messenger.close()
+            log.info("stopped", windows=self._windows_done())
+        return 0
+
+    def _step(self) -> None:
+        block = self.capture.read(READ_TIMEOUT_S)
+        if block is not None:
+            self._pipeline_for_block(block).feed(block)
+        self.messenger.pump()
+        now = time.monotonic()
+        if now - self._last_health >= self.settings.mqtt.health_interval_s:
+            self._publish_health()
+            notify.status(self._status_line())
+        self.watchdog.tick(self._last_progress(now))
+
+    def _pipeline_for_block(self, block: Any) -> Pipeline:
+        """The current stream's pipeline; a new one after a device recovery (audio has a gap)."""
+        recoveries = self.capture.recoveries
+        if self._pipeline is None or recoveries != self._recoveries_seen:
+            if self._pipeline is not None:
+                self._windows_before += self._pipeline.stats.windows
+                log.info("stream_restarted", reason="device_recovered", partial_window="dropped")
+            self._recoveries_seen = recoveries
+            # The block's first sample was captured len(block) samples before now.
+            first_sample = datetime.now(UTC) - timedelta(seconds=len(block) / SAMPLE_RATE)
+            self._pipeline = Pipeline(
+                settings=self.settings,
+                model=self.model,
+                sink=self.messenger.sink,
+                alarm=self.alarm,
+                source="live",
+                stream_start=first_sample,
+                overflows=lambda: self.capture.overflows,
+            )
+        return self._pipeline
+
+    def _last_progress(self, now: float) -> float:
+        # Audio arriving is progress; so is a capture that is faulted and retrying (the daemon
+        # is doing its job: reporting the fault). Only a silent stall stops the pings.
+        last_block = self.capture.last_block_monotonic
+        if self.capture.state == "fault":
+            return now
+        return last_block if last_block is not None else self._started_monotonic
+
+    def _windows_done(self) -> int:
+        current = self._pipeline.stats.windows if self._pipeline is not None else 0
+        return self._windows_before + current
+
+    def _capture_state(self) -> str:
+        state = str(self.capture.state)
+        sensor = self._pipeline.stats.last_sensor if self._pipeline is not None else None
+        if state == "running" and sensor not in (None, "ok"):
+            return str(sensor)  # silent / flat / clipping: the microphone, not the tower
+        return state
+
+    def _health(self) -> dict[str, Any]:
+        stats = self._pipeline.stats if self._pipeline is not None else None
+        return {
+            "schema": 1,
+            "node": self.settings.node_id,
+            "time": iso_utc(datetime.now(UTC)),
+            "uptime_s": round(time.monotonic() - self._started_monotonic, 1),
+            "windows": self._windows_done(),
+            "overflows": self.capture.overflows,
+            "capture": self._capture_state(),
+            "capture_error": self.capture.last_error,
+            "device": self.capture.device_name,
+            "outbox_depth": self.messenger.outbox.depth(),
+            "outbox_dropped": self.messenger.outbox.dropped,
+            "last_window": stats.last_window_end if stats else None,
+            "last_label": stats.last_label if stats else None,
+            "alarm": self.alarm.state,
+            "window_s": self.settings.window.length_s,
+            "model": {"name": self.model.name, "sha256": self.model.sha256},
+        }
+
+    def _publish_health(self) -> None:
+        self._last_health = time.monotonic()
+        health = self._health()
+        log.info("health", **{k: v for k, v in health.items() if k not in ("schema", "model")})
+        self.messenger.publish_health(health)
+
+    def _status_line(self) -> str:
+        return (
+            f"capture {self._capture_state()}, {self._windows_done()} windows,"
+            f" outbox {self.messenger.outbox.depth()}, alarm {self.alarm.state}"
+        )
+
+
+def run_live(config_path: Path | None) -> int:
+    """`corona-monitor [--config PATH]`: load, validate, run until SIGTERM/SIGINT."""
+    settings = config.load(config_path)
+    logsetup.configure(
+        level=settings.logging.level, fmt=settings.logging.format, node_id=settings.node_id
+    )
+    model = Model.load(settings.model.path, expected_features=settings.features)
+    service = Service(settings, model)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal", signal=signal.Signals(signum).name)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return service.run()

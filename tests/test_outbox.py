@@ -1,0 +1,307 @@
+"""daemon.outbox: durable rows, seq that never repeats, bounds that drop oldest and say so."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from daemon.config import OutboxSettings
+from daemon.outbox import Message, Outbox, OutboxError, OutboxSink
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def verdict(seq: int) -> Message:
+    body = {"seq": seq, "label": "normal", "replayed": False}
+    return Message("verdict", json.dumps(body).encode(), 1, False)
+
+
+def stored_seqs(path: Path) -> list[int]:
+    with sqlite3.connect(path) as conn:
+        return [r[0] for r in conn.execute("SELECT seq FROM messages ORDER BY id")]
+
+
+class TestSeq:
+    def test_seq_starts_at_one_and_counts_up(self, tmp_path: Path) -> None:
+        """Numbered rows get 1, 2, 3 ... and the payload is built with that seq."""
+        with Outbox(tmp_path / "o.sqlite") as box:
+            rows = [box.add_numbered(verdict) for _ in range(3)]
+        assert [r.seq for r in rows] == [1, 2, 3]
+        assert [json.loads(r.payload)["seq"] for r in rows] == [1, 2, 3]
+
+    def test_seq_continues_after_reopen(self, tmp_path: Path) -> None:
+        """Closing and reopening the file continues the counter, even with all rows acked."""
+        path = tmp_path / "o.sqlite"
+        with Outbox(path) as box:
+            for _ in range(4):
+                box.ack(box.add_numbered(verdict).id)
+        with Outbox(path) as box:
+            assert box.last_seq == 4
+            assert box.add_numbered(verdict).seq == 5
+
+    def test_unnumbered_rows_leave_seq_alone(self, tmp_path: Path) -> None:
+        """add() (alarm changes) stores a row without a seq and does not use one up."""
+        with Outbox(tmp_path / "o.sqlite") as box:
+            box.add_numbered(verdict)
+            alarm = box.add(Message("alarm", b'{"state":"alarm"}', 1, True))
+            assert alarm.seq is None
+            assert alarm.retain is True
+            assert box.add_numbered(verdict).seq == 2
+
+    def test_failed_build_stores_nothing_and_keeps_seq(self, tmp_path: Path) -> None:
+        """A payload builder that raises leaves no row and does not consume the seq."""
+
+        def broken(seq: int) -> Message:
+            raise ValueError(f"cannot build {seq}")
+
+        with Outbox(tmp_path / "o.sqlite") as box:
+            box.add_numbered(verdict)
+            with pytest.raises(ValueError, match="cannot build 2"):
+                box.add_numbered(broken)
+            assert box.depth() == 1
+            assert box.add_numbered(verdict).seq == 2
+
+
+CHILD = """
+import json, sys
+from daemon.outbox import Message, Outbox
+box = Outbox(sys.argv[1])
+while True:
+    row = box.add_numbered(
+        lambda s: Message("verdict", json.dumps({"seq": s}).encode(), 1, False)
+    )
+    print(row.seq, flush=True)
+"""
+
+
+class TestCrashSafety:
+    def test_sigkill_loses_no_committed_row_and_reuses_no_seq(self, tmp_path: Path) -> None:
+        """A writer killed with SIGKILL mid-stream leaves every reported row; seq carries on."""
+        path = tmp_path / "o.sqlite"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, env=env, text=True
+        )
+        assert child.stdout is not None
+        reported = [int(child.stdout.readline()) for _ in range(200)]
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        assert child.returncode == -signal.SIGKILL
+
+        seqs = stored_seqs(path)
+        assert set(reported) <= set(seqs)
+        assert seqs == list(range(1, len(seqs) + 1))  # no gap, no repeat
+        with Outbox(path) as box:
+            assert box.depth() == len(seqs)
+            assert box.add_numbered(verdict).seq == seqs[-1] + 1
+
+
+class TestBounds:
+    def test_max_rows_drops_oldest_and_counts(self, tmp_path: Path) -> None:
+        """Beyond max_rows the oldest rows go, the count persists, and a log line says so."""
+        path = tmp_path / "o.sqlite"
+        with capture_logs() as logs, Outbox(path, max_rows=5) as box:
+            for _ in range(8):
+                box.add_numbered(verdict)
+            assert box.depth() == 5
+            assert box.dropped == 3
+        assert stored_seqs(path) == [4, 5, 6, 7, 8]
+        events = [e for e in logs if e["event"] == "outbox_dropped_oldest"]
+        assert events
+        assert events[0]["reason"] == "max_rows"
+        assert events[0]["path"] == str(path)
+        with Outbox(path, max_rows=5) as box:
+            assert box.dropped == 3
+
+    def test_disk_floor_keeps_the_file_from_growing(self, tmp_path: Path) -> None:
+        """Below min_free_mb each new row replaces the oldest; drops are counted as disk_floor."""
+        path = tmp_path / "o.sqlite"
+        with Outbox(path) as box:
+            box.add_numbered(verdict)
+            box.add_numbered(verdict)
+        # No disk has this much free space, so the floor is always undercut.
+        with capture_logs() as logs, Outbox(path, min_free_mb=1e12) as box:
+            for _ in range(3):
+                box.add_numbered(verdict)
+            assert box.depth() == 2
+            assert box.dropped == 3
+        assert stored_seqs(path) == [4, 5]
+        assert any(e.get("reason") == "disk_floor" for e in logs)
+
+    def test_disk_floor_keeps_at_least_the_newest_row(self, tmp_path: Path) -> None:
+        """An empty outbox below the floor still keeps the message just added."""
+        with Outbox(tmp_path / "o.sqlite", min_free_mb=1e12) as box:
+            row = box.add_numbered(verdict)
+            assert [r.id for r in box.pending(10)] == [row.id]
+
+    def test_settings_are_applied(self, tmp_path: Path) -> None:
+        """from_settings takes path, max_rows and min_free_mb from the config."""
+        settings = OutboxSettings(path=tmp_path / "s" / "o.sqlite", max_rows=2, min_free_mb=0)
+        with Outbox.from_settings(settings) as box:
+            for _ in range(3):
+                box.add_numbered(verdict)
+            assert (box.depth(), box.dropped) == (2, 1)
+
+
+class TestReadAndAck:
+    def test_pending_is_oldest_first_with_bounds(self, tmp_path: Path) -> None:
+        """pending() returns rows in the order added, limited and windowed by id."""
+        with Outbox(tmp_path / "o.sqlite") as box:
+            rows = [box.add_numbered(verdict) for _ in range(6)]
+            assert box.pending(10) == rows
+            assert box.pending(2) == rows[:2]
+            assert box.pending(10, after_id=rows[1].id, upto_id=rows[3].id) == rows[2:4]
+            assert box.last_id() == rows[-1].id
+
+    def test_ack_deletes_once(self, tmp_path: Path) -> None:
+        """ack() deletes the row for good; a second ack of it is a harmless False."""
+        path = tmp_path / "o.sqlite"
+        with Outbox(path) as box:
+            first, second = box.add_numbered(verdict), box.add_numbered(verdict)
+            assert box.ack(first.id) is True
+            assert box.ack(first.id) is False
+            assert box.depth() == 1
+        with Outbox(path) as box:
+            assert [r.id for r in box.pending(10)] == [second.id]
+
+    def test_row_ids_never_repeat_after_deletes(self, tmp_path: Path) -> None:
+        """Acking the newest row and adding again gives a larger id (ids order rows by age)."""
+        path = tmp_path / "o.sqlite"
+        with Outbox(path) as box:
+            row = box.add_numbered(verdict)
+            box.ack(row.id)
+        with Outbox(path) as box:
+            assert box.add_numbered(verdict).id > row.id
+
+    def test_acks_from_another_thread_while_adding(self, tmp_path: Path) -> None:
+        """Adds on one thread and acks on another never lose track of a row."""
+        path = tmp_path / "o.sqlite"
+        total = 300
+        with Outbox(path) as box:
+            done = threading.Event()
+            acked: list[int] = []
+
+            def acker() -> None:
+                after = 0
+                while not (done.is_set() and not box.pending(1, after_id=after)):
+                    for row in box.pending(50, after_id=after):
+                        assert box.ack(row.id)
+                        acked.append(row.id)
+                        after = row.id
+
+            thread = threading.Thread(target=acker)
+            thread.start()
+            added = [box.add_numbered(verdict).id for _ in range(total)]
+            done.set()
+            thread.join(timeout=30)
+            assert not thread.is_alive()
+            assert sorted(acked) == added
+            assert box.depth() == 0
+        with Outbox(path) as box:
+            assert box.depth() == 0
+            assert box.last_seq == total
+
+
+class TestFile:
+    def test_wal_mode_and_private_modes(self, tmp_path: Path) -> None:
+        """The file is in WAL mode, 0600, in a folder created 0700."""
+        path = tmp_path / "state" / "deep" / "o.sqlite"
+        with Outbox(path) as box:
+            box.add_numbered(verdict)
+            with sqlite3.connect(path) as other:
+                assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert stat.S_IMODE(Path(f"{path}-wal").stat().st_mode) == 0o600
+            assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+    def test_unusable_folder_names_the_path(self, tmp_path: Path) -> None:
+        """A state folder that cannot be created gives an OutboxError naming it."""
+        blocker = tmp_path / "file"
+        blocker.write_text("not a folder")
+        with pytest.raises(OutboxError, match=str(blocker)):
+            Outbox(blocker / "o.sqlite")
+
+    def test_locked_database_is_an_outbox_error(self, tmp_path: Path) -> None:
+        """A file locked by someone else ends in an OutboxError naming it, not a hang."""
+        path = tmp_path / "o.sqlite"
+        with Outbox(path) as box:
+            box.add_numbered(verdict)
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")
+            try:
+                box_fast = box
+                box_fast._conn.execute("PRAGMA busy_timeout = 50")  # keep the test short
+                with pytest.raises(OutboxError, match=str(path)):
+                    box_fast.add_numbered(verdict)
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            assert box.add_numbered(verdict).seq == 2
+
+
+class TestCorruption:
+    def test_garbage_file_is_set_aside_and_replaced(self, tmp_path: Path) -> None:
+        """A file that is not a database moves to .corrupt-<time>; a new outbox starts."""
+        path = tmp_path / "o.sqlite"
+        garbage = os.urandom(8192)
+        path.write_bytes(garbage)
+        before_ms = time.time_ns() // 1_000_000
+        with capture_logs() as logs, Outbox(path) as box:
+            row = box.add_numbered(verdict)
+            assert box.depth() == 1
+        aside = list(tmp_path.glob("o.sqlite.corrupt-*"))
+        assert len(aside) == 1
+        assert aside[0].read_bytes() == garbage
+        # The counter was lost with the file: seq restarts above any value used before.
+        assert row.seq is not None
+        assert row.seq > before_ms
+        event = next(e for e in logs if e["event"] == "outbox_corrupt")
+        assert event["log_level"] == "error"
+        assert event["path"] == str(path)
+        assert event["moved_to"] == str(aside[0])
+
+    def test_damaged_pages_are_set_aside_and_seq_does_not_go_back(self, tmp_path: Path) -> None:
+        """A database whose table pages are overwritten is replaced and seq keeps rising."""
+        path = tmp_path / "o.sqlite"
+        with Outbox(path) as box:
+            for _ in range(200):
+                box.add_numbered(
+                    lambda s: Message("verdict", bytes(2000) + bytes([s % 256]), 1, False)
+                )
+        size = path.stat().st_size
+        with path.open("r+b") as f:
+            f.seek(size // 2)
+            f.write(b"\xff" * 16384)
+        with Outbox(path) as box:
+            assert box.depth() == 0
+            assert box.add_numbered(verdict).seq > 200
+        assert list(tmp_path.glob("o.sqlite.corrupt-*"))
+
+
+class TestOutboxSink:
+    def test_verdicts_numbered_alarms_retained(self, tmp_path: Path) -> None:
+        """deliver() stores a verdict with the next seq and an alarm retained without one."""
+        with Outbox(tmp_path / "o.sqlite") as box:
+            sink = OutboxSink(box, qos=1)
+            first = sink.deliver("verdict", lambda seq: {"seq": seq, "replayed": False})
+            alarm = sink.deliver("alarm", lambda seq: {"state": "alarm", "got": seq})
+            second = sink.deliver("verdict", lambda seq: {"seq": seq, "replayed": False})
+            assert (first["seq"], second["seq"], alarm["got"]) == (1, 2, None)
+            rows = box.pending(10)
+        assert [(r.topic, r.seq, r.qos, r.retain) for r in rows] == [
+            ("verdict", 1, 1, False),
+            ("alarm", None, 1, True),
+            ("verdict", 2, 1, False),
+        ]
+        assert json.loads(rows[1].payload) == {"state": "alarm", "got": None}
