@@ -19,6 +19,8 @@ from daemon.constants import SAMPLE_RATE
 from train.synth import signals
 
 _BUZZ_HARMONICS = 8
+_MAX_PULSES_PER_HALF_CYCLE = 200.0
+"""Safety cap on the Poisson mean (the activity envelope is log-normal, so unbounded)."""
 _CREST_PHASE_RAD = np.pi / 2
 
 
@@ -114,7 +116,7 @@ def _crackle(
     level = activity[(crest_s * SAMPLE_RATE).astype(np.int64)]
     # Negative crests: more, smaller pulses (Trichel); positive: fewer, larger (streamers).
     rate = spec.pulses_per_half_cycle * level * np.where(positive, 0.5, 1.5)
-    counts = rng.poisson(rate)
+    counts = rng.poisson(np.minimum(rate, _MAX_PULSES_PER_HALF_CYCLE))
     pulse_s = np.repeat(crest_s, counts)
     # Inception happens on the rising flank, so pulses lead the crest slightly.
     jitter_s = rng.normal(-0.25 * spec.jitter_rad, spec.jitter_rad, pulse_s.size)

@@ -154,14 +154,16 @@ def slow_envelope(
     """A positive, log-normally fluctuating gain (mean about 1) that changes over timescale_s."""
     n_ctrl = n_control(n)
     z = rng.standard_normal(n_ctrl)
-    # One-pole smoothing at the control rate, rescaled to unit variance.
+    # One-pole smoothing at the control rate, started in its stationary state and scaled by its
+    # theoretical (not the sample) spread, so a short clip is a calm stretch of the same process.
     a = float(np.exp(-1.0 / max(timescale_s * _ENVELOPE_RATE_HZ, 1.0)))
+    stationary_std = np.sqrt((1.0 - a) / (1.0 + a))
     smooth = np.empty_like(z)
-    acc = z[0]
+    acc = z[0] * stationary_std
     for i, v in enumerate(z):  # control rate: a few thousand steps at most
         acc = a * acc + (1.0 - a) * v
         smooth[i] = acc
-    smooth /= max(float(np.std(smooth)), 1e-9)
+    smooth /= stationary_std
     gain_db = depth_db * smooth
     return control_to_audio(10.0 ** (gain_db / 20.0), n)
 
