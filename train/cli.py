@@ -48,7 +48,7 @@ def _quiet_tensorflow() -> None:
 
 _NATIVE_NOISE: Final = re.compile(
     r"^(INFO: Created TensorFlow Lite|fully_quantize:|WARNING: All log messages before absl|"
-    r"[IW]\d{4} \d\d:\d\d:\d\d|Estimated count of arithmetic ops|"
+    r"[IWE]\d{4} [\d:. ]+\S+\.cc:\d+\]|Estimated count of arithmetic ops|"
     r"Summary on the non-converted ops|\s*$)"
 )
 """Lines TensorFlow/LiteRT's C++ code prints on fd 2 whatever TF_CPP_MIN_LOG_LEVEL says."""

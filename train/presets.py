@@ -90,7 +90,7 @@ DEFAULT: Final = Preset(
     epochs=300,
     patience=30,
     validation_fraction=0.2,
-    tune_threshold=True,
+    tune_threshold=False,
     learning_rate=0.001,
     loss="binary_crossentropy",
 )
