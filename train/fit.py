@@ -284,7 +284,7 @@ def fit(
         cv=cv_result,
         seed=seed,
         command=command,
-        data_dir=dataset.root,
+        data_dir=data_dir,  # as the user gave it: resolved paths leak a machine layout
     )
     if plots:
         plotting.write_all(
