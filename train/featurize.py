@@ -155,7 +155,12 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename so a concurrent or interrupted run never sees half a file.
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(
+        tmp,
+        features=arrays["features"],
+        level_dbfs=arrays["level_dbfs"],
+        clipped=arrays["clipped"],
+    )
     tmp.replace(path)
 
 

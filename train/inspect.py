@@ -104,10 +104,10 @@ def _short(message: str, path: str) -> str:
 def summary(dataset: DataSet, table: list[Row]) -> list[str]:
     """The lines under the table: counts per label, hours, sample rates, problems."""
     per_label = Counter(row.label for row in table)
-    hours = Counter()
+    hours: dict[str, float] = {}
     for row in table:
         if row.meta is not None:
-            hours[row.label] += row.meta.length_s / _SECONDS_PER_HOUR
+            hours[row.label] = hours.get(row.label, 0.0) + row.meta.length_s / _SECONDS_PER_HOUR
     rates = Counter(row.meta.frame_rate for row in table if row.meta is not None)
     lines = [
         f"files: {len(table)} ("
