@@ -380,3 +380,39 @@ class TestEndToEnd:
             assert result[level]["n"] == n
             assert sum(map(sum, result[level]["confusion"])) == n
         assert result["file"]["accuracy"] >= 0.9  # a separable set, scored by the int8 model
+
+
+class TestCrossValidation:
+    def test_cv_reports_mean_and_interval_of_every_metric(
+        self, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """--cv K --repeats R trains K*R folds by file; each metric gets a mean and interval."""
+        _separable_set(tmp_path / "data", per_class=4, seconds=2.0, seed=8)
+        code, out, err = _run(
+            capfd,
+            "fit",
+            tmp_path / "data",
+            "--out",
+            tmp_path / "run",
+            "--cv",
+            "2",
+            "--repeats",
+            "2",
+            "--epochs",
+            "5",
+            "--cache",
+            tmp_path / "cache",
+            *FAST,
+        )
+        assert code == 0, err
+        assert "cross-validation: 2 folds x 2 repeats by file" in out
+        assert err.count("  fold ") == 4
+        cv = json.loads((tmp_path / "run" / "metrics.json").read_text())["cv"]
+        assert (cv["folds"], cv["repeats"], len(cv["per_fold"])) == (2, 2, 4)
+        for level in ("window", "file"):
+            for name in ("accuracy", "roc_auc", "precision", "recall", "f1"):
+                stat = cv[level][name]
+                assert stat["folds"] == 4
+                assert 0.0 <= stat["low"] <= stat["mean"] <= stat["high"] <= 1.0
+        for fold in cv["per_fold"]:
+            assert fold["file"]["n"] == 4  # half of the 8 files, whole files only
