@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from daemon.model import Model
 
 from daemon.errors import DataError, ModelError
+from daemon.model import Model
 from train import data, featurize
 from train.scoring import evaluate
 
