@@ -146,6 +146,33 @@ class Outbox:
             self._depth -= deleted
             return deleted > 0
 
+    # -- small persistent state -------------------------------------------------------------
+
+    _RESERVED_KEYS = frozenset({"seq", "dropped"})
+
+    def get_state(self, key: str, default: int = 0) -> int:
+        """An integer the daemon keeps across restarts beside its messages (e.g. the alarm)."""
+        with self._lock:
+            row = self._guarded(
+                lambda: self._conn.execute(
+                    "SELECT value FROM meta WHERE key = ?", (key,)
+                ).fetchone()
+            )
+        return default if row is None else int(row[0])
+
+    def set_state(self, key: str, value: int) -> None:
+        """Store an integer under key (committed before returning); seq and dropped are ours."""
+        if key in self._RESERVED_KEYS:
+            raise ValueError(f"outbox state key {key!r} is reserved")
+        with self._lock:
+            self._guarded(
+                lambda: self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, int(value)),
+                )
+            )
+
     # -- reading -------------------------------------------------------------------------------
 
     def pending(self, limit: int, *, after_id: int = 0, upto_id: int | None = None) -> list[Row]:

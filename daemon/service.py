@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -26,7 +27,8 @@ from daemon.config import Settings
 from daemon.constants import SAMPLE_RATE
 from daemon.messenger import Messenger
 from daemon.model import Model
-from daemon.pipeline import Pipeline
+from daemon.outbox import Outbox
+from daemon.pipeline import Pipeline, Sink
 from daemon.verdict import iso_utc
 
 log = structlog.get_logger(__name__)
@@ -41,6 +43,24 @@ STALL_AFTER_S: Final = 10.0
 watchdog pings so systemd restarts the service. A shorter WatchdogSec= shortens it to match."""
 
 
+ALARM_STATE_KEY: Final = "alarm_active"
+"""Outbox state key: 1 while the last published alarm state is `alarm`."""
+
+
+class _RememberAlarm:
+    """Passes messages on and records each alarm change in the outbox, so it survives restarts."""
+
+    def __init__(self, inner: Sink, outbox: Outbox) -> None:
+        self._inner = inner
+        self._outbox = outbox
+
+    def deliver(self, kind: str, build: Callable[[int | None], dict[str, Any]]) -> dict[str, Any]:
+        payload = self._inner.deliver(kind, build)
+        if kind == "alarm":
+            self._outbox.set_state(ALARM_STATE_KEY, int(payload["state"] == "alarm"))
+        return payload
+
+
 class Service:
     """Runs until stop() (or a signal); returns the process exit status."""
 
@@ -51,7 +71,12 @@ class Service:
         self.model = model
         self.messenger = Messenger(settings)
         self.capture = Capture(settings.audio)
-        self.alarm = Alarm(k=settings.alarm.k, n=settings.alarm.n)
+        # A standing alarm survives a restart: the new process must be able to clear it.
+        was_alarm = self.messenger.outbox.get_state(ALARM_STATE_KEY) == 1
+        self.alarm = Alarm(
+            k=settings.alarm.k, n=settings.alarm.n, state="alarm" if was_alarm else "clear"
+        )
+        self._sink = _RememberAlarm(self.messenger.sink, self.messenger.outbox)
         self.watchdog = notify.Watchdog(stall_after_s())
         self._stop = threading.Event()
         # Start-up is timed from the launch (config and model loading included), not from here.
@@ -117,7 +142,7 @@ class Service:
             self._pipeline = Pipeline(
                 settings=self.settings,
                 model=self.model,
-                sink=self.messenger.sink,
+                sink=self._sink,
                 alarm=self.alarm,
                 source="live",
                 stream_start=first_sample,

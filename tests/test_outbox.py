@@ -305,3 +305,19 @@ class TestOutboxSink:
             ("verdict", 2, 1, False),
         ]
         assert json.loads(rows[1].payload) == {"state": "alarm", "got": None}
+
+
+class TestState:
+    def test_state_survives_reopen(self, tmp_path: Path) -> None:
+        """A value stored with set_state is there after the file is closed and reopened."""
+        path = tmp_path / "outbox.sqlite"
+        with Outbox(path) as outbox:
+            assert outbox.get_state("alarm_active", default=7) == 7
+            outbox.set_state("alarm_active", 1)
+        with Outbox(path) as outbox:
+            assert outbox.get_state("alarm_active") == 1
+
+    def test_counters_are_not_writable_as_state(self, tmp_path: Path) -> None:
+        """seq and dropped belong to the outbox; set_state refuses them."""
+        with Outbox(tmp_path / "outbox.sqlite") as outbox, pytest.raises(ValueError, match="seq"):
+            outbox.set_state("seq", 0)

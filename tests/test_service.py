@@ -126,6 +126,21 @@ class TestAlarm:
         assert retained.retain and retained.json() == raised.json()
         assert daemon.process.poll() is None
 
+    def test_a_standing_alarm_is_cleared_after_a_restart(self, rig: Rig) -> None:
+        """A daemon restarted during an alarm remembers it and publishes clear on normal windows."""
+        rig.mic.write(noisy_clip(2.0, seed=11))
+        sub = rig.watch()
+        first = rig.start(rig.config(threshold=0.0, alarm={"k": 1, "n": 2}))
+        sub.wait_for(lambda m: m.topic == f"{TOPICS}/alarm" and m.json()["state"] == "alarm")
+        code, _ = first.stop(signal.SIGTERM)
+        assert code == 0
+        rig.start(rig.config(threshold=1.0, alarm={"k": 1, "n": 2}))
+        cleared = sub.wait_for(
+            lambda m: m.topic == f"{TOPICS}/alarm" and m.json()["state"] == "clear"
+        )
+        schemas.validate("alarm", cleared.json())
+        assert rig.watch("alarm").on(f"{TOPICS}/alarm").json()["state"] == "clear"
+
     def test_normal_windows_raise_no_alarm(self, rig: Rig) -> None:
         """Threshold 1 makes every window normal: verdicts flow, no alarm is ever published."""
         rig.mic.write(noisy_clip(2.0, seed=11))
