@@ -276,9 +276,11 @@ class Windower:
             # A slice inside one window (the usual case) reuses the dot the check computed.
             own_squares = sum_squares if own.shape == samples.shape else float(np.dot(own, own))
             progress.sum_squares += own_squares
-            # Two comparisons instead of np.abs: no float temporary per slice.
-            progress.n_clipped += int(np.count_nonzero(own >= CLIP_LEVEL))
-            progress.n_clipped += int(np.count_nonzero(own <= -CLIP_LEVEL))
+            # Clipping is rare: max and min (no temporaries) rule it out before any counting.
+            if own.size and (own.max() >= CLIP_LEVEL or own.min() <= -CLIP_LEVEL):
+                # Two comparisons instead of np.abs: no float temporary per slice.
+                progress.n_clipped += int(np.count_nonzero(own >= CLIP_LEVEL))
+                progress.n_clipped += int(np.count_nonzero(own <= -CLIP_LEVEL))
             if self._received >= window_end:
                 self._advance(progress, self._full_frames, self.length_samples)
                 finished.append((progress, self.length_samples))
