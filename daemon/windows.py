@@ -183,8 +183,10 @@ class Windower:
         self._reset()
 
     def _reset(self) -> None:
+        # Room for two batches of frames: live blocks (0.1 s) never grow it, so a live daemon
+        # keeps 0.3 MB here; a replay's large slices grow it once.
         self._buffer = _SampleBuffer(
-            SLICE_SAMPLES + (MIN_FRAMES_PER_BATCH + 2) * self.hop_length + self.n_fft
+            2 * ((MIN_FRAMES_PER_BATCH + 2) * self.hop_length + self.n_fft)
         )
         self._received = 0
         self._next_index = 0
