@@ -183,6 +183,7 @@ class Capture:
         self._stop = threading.Event()
         self._stream_ended = False
         self._opened_monotonic = 0.0
+        self._device_call_since: float | None = None
         self._ever_ran = False
         self._thread: threading.Thread | None = None
 
@@ -299,6 +300,13 @@ class Capture:
         """How many times the device came back after a fault."""
         return self._recoveries
 
+    @property
+    def device_call_since(self) -> float | None:
+        """time.monotonic() when the supervisor entered the PortAudio open or close it is still
+        in; None while it is not in one. A value growing old means a device hung PortAudio: the
+        supervisor is stuck, so state ``fault`` no longer means "retrying"."""
+        return self._device_call_since
+
     # -- the PortAudio callback thread ---------------------------------------------------------
 
     def _callback(self, indata: np.ndarray, frames: int, _time: Any, status: Any) -> None:
@@ -374,8 +382,9 @@ class Capture:
 
             reason = self._watch()
             if reason is not None:
-                # Report the fault before closing: closing a hung device may itself hang.
-                lost_at = time.monotonic()
+                # Report the fault before closing: closing a hung device may itself hang. Marked
+                # as in a device call first, so nobody sees a "retrying" fault in between.
+                lost_at = self._device_call_since = time.monotonic()
                 self._fault(reason)
                 self._log_lost(reason)
                 last_logged = (reason, lost_at)
@@ -397,6 +406,13 @@ class Capture:
         log.warning("device_lost", device=device, error=message, phase=phase)
 
     def _open(self) -> sd.InputStream:
+        self._device_call_since = time.monotonic()
+        try:
+            return self._open_stream()
+        finally:
+            self._device_call_since = None
+
+    def _open_stream(self) -> sd.InputStream:
         settings = self.settings
         with _PORTAUDIO_LOCK:
             index, name = resolve_input_device(settings.device)
@@ -446,5 +462,10 @@ class Capture:
 
     def _close(self, stream: sd.InputStream) -> None:
         # No PortAudio lock here: on a hung device this blocks, and device queries must not.
-        stream.abort(ignore_errors=True)
-        stream.close(ignore_errors=True)
+        if self._device_call_since is None:
+            self._device_call_since = time.monotonic()
+        try:
+            stream.abort(ignore_errors=True)
+            stream.close(ignore_errors=True)
+        finally:
+            self._device_call_since = None

@@ -181,6 +181,10 @@ def load(path: Path | str | None) -> Settings:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {_one_line(str(err))}") from err
+    except ValueError as err:  # a scalar YAML resolves but cannot build, e.g. 2001-13-45
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(str(err))}") from err
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -217,7 +221,7 @@ def build(cls: type[T], data: Mapping[str, Any], path: str, *, base_dir: Path) -
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path or 'top level'}: expected a mapping, got {_kind(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)  # YAML keys may be 1, null, true ...
     if unknown:
         where = f"{path}." if path else ""
         raise ConfigError(
@@ -316,7 +320,11 @@ def _show(value: Any) -> str:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list"}.get(type(value), type(value).__name__)
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
 
 
 def _one_line(text: str) -> str:

@@ -36,7 +36,10 @@ ACK_TIMEOUT_S: Final = 60.0
 
 
 class PublishFn(Protocol):
-    """The shape of ``daemon.publish.Publisher.publish``; ``on_ack`` fires on the PUBACK."""
+    """The shape of ``daemon.publish.Publisher.publish``; ``on_ack`` fires on the PUBACK.
+
+    Returns None when the message was not handed over (not connected), anything else when it was.
+    """
 
     def __call__(
         self,
@@ -168,18 +171,22 @@ class Drainer:
         with self._lock:
             self._inflight[row.id] = (now, backlog)
         try:
-            publish(
+            handed = publish(
                 row.topic, payload, qos=row.qos, retain=row.retain, on_ack=self._on_ack_for(row.id)
             )
+            error = None if handed is not None else "not handed over (connection just dropped)"
         except CoronaError as err:
-            with self._lock:
-                self._inflight.pop(row.id, None)
-            # The link broke under us: end the session, so the next one sends this row again
-            # (then as backlog, since it is late by then).
-            log.warning("drain_publish_failed", row=row.id, error=str(err))
-            self._in_session = False
-            return False
-        return True
+            error = str(err)
+        if error is None:
+            return True
+        with self._lock:
+            self._inflight.pop(row.id, None)
+        # The link broke under us: end the session, so the next one sends this row again (then
+        # as backlog, since it is late by then). Counting a refused row as in flight would leave
+        # it waiting for an ack that never comes until ACK_TIMEOUT_S.
+        log.warning("drain_publish_failed", row=row.id, error=error)
+        self._in_session = False
+        return False
 
     def _on_ack_for(self, row_id: int) -> Callable[..., None]:
         def on_ack(*_args: object) -> None:

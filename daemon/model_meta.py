@@ -98,10 +98,14 @@ def read(json_path: Path) -> dict[str, Any]:
         ) from None
     except OSError as exc:
         raise ModelError(f"model metadata {json_path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"model metadata {json_path} is not UTF-8 text: {exc}") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelError(f"model metadata {json_path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ModelError(f"model metadata {json_path} is nested too deeply") from None
     if not isinstance(doc, dict):
         raise ModelError(f"model metadata {json_path} must hold a JSON object")
     return doc
@@ -163,7 +167,7 @@ def _check_features(features: object, expected: Mapping[str, Any] | object) -> s
         if not same_kind or got != want:
             raise _InvalidFieldError(f"features.{field} is {got!r}, the daemon computes {want!r}")
     transform = features["transform"]
-    if transform not in TRANSFORMS:
+    if not isinstance(transform, str) or transform not in TRANSFORMS:
         known = ", ".join(sorted(TRANSFORMS))
         raise _InvalidFieldError(f"features.transform {transform!r} is unknown (known: {known})")
     return str(transform)

@@ -38,7 +38,7 @@ READY_WAIT_S: Final = 1.0
 (a missing microphone is a reported fault, not a reason to fail the service)."""
 STALL_AFTER_S: Final = 10.0
 """No captured block and no capture retry for this long: the capture is stuck; stop the
-watchdog pings so systemd restarts the service."""
+watchdog pings so systemd restarts the service. A shorter WatchdogSec= shortens it to match."""
 
 
 class Service:
@@ -50,9 +50,10 @@ class Service:
         self.messenger = Messenger(settings)
         self.capture = Capture(settings.audio)
         self.alarm = Alarm(k=settings.alarm.k, n=settings.alarm.n)
-        self.watchdog = notify.Watchdog(STALL_AFTER_S)
+        self.watchdog = notify.Watchdog(stall_after_s())
         self._stop = threading.Event()
         self._started_monotonic = time.monotonic()
+        self._progress_at = self._started_monotonic
         self._pipeline: Pipeline | None = None
         self._recoveries_seen = 0
         self._windows_before = 0
@@ -117,12 +118,16 @@ class Service:
         return self._pipeline
 
     def _last_progress(self, now: float) -> float:
-        # Audio arriving is progress; so is a capture that is faulted and retrying (the daemon
-        # is doing its job: reporting the fault). Only a silent stall stops the pings.
+        # Audio arriving is progress; so is a capture that is faulted and waiting to retry (the
+        # daemon is doing its job: reporting the fault). A capture supervisor stuck inside a
+        # PortAudio call (a hung device: the stream stalled, then closing it hangs) is not, even
+        # though its state says fault: then the pings stop and systemd restarts the service.
         last_block = self.capture.last_block_monotonic
-        if self.capture.state == "fault":
-            return now
-        return last_block if last_block is not None else self._started_monotonic
+        if last_block is not None:
+            self._progress_at = max(self._progress_at, last_block)
+        if self.capture.state == "fault" and self.capture.device_call_since is None:
+            self._progress_at = now
+        return self._progress_at
 
     def _windows_done(self) -> int:
         current = self._pipeline.stats.windows if self._pipeline is not None else 0
@@ -167,6 +172,13 @@ class Service:
             f"capture {self._capture_state()}, {self._windows_done()} windows,"
             f" outbox {self.messenger.outbox.depth()}, alarm {self.alarm.state}"
         )
+
+
+def stall_after_s() -> float:
+    """STALL_AFTER_S, or systemd's WatchdogSec= when that is shorter: a stall must stop the pings
+    before systemd would have to notice anyway."""
+    interval_s = notify.watchdog_interval_s()
+    return STALL_AFTER_S if interval_s is None else min(STALL_AFTER_S, interval_s)
 
 
 def run_live(config_path: Path | None) -> int:

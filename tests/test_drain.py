@@ -223,6 +223,24 @@ class TestSessions:
         assert pub.seqs() == [1]
         assert pub.sent[0].payload["replayed"] is True
 
+    def test_refused_publish_resends_the_row_at_once(self, box: Outbox) -> None:
+        """A publish that hands nothing over (None: the link just dropped) is not counted as in
+        flight: the row goes again on the next session instead of waiting for the ack timeout."""
+        pub, drainer = FakePublisher(), Drainer(box, clock=Clock())
+        refused: list[int] = []
+
+        def dropped(topic_suffix: str, payload: bytes, **_kw: object) -> None:
+            refused.append(json.loads(payload)["seq"])
+
+        drainer.tick(True, pub)
+        box.add_numbered(verdict)
+        assert drainer.tick(True, dropped) == 0
+        assert refused == [1]
+        assert drainer.inflight == 0
+        drainer.tick(True, pub)
+        assert pub.seqs() == [1]
+        assert pub.sent[0].payload["replayed"] is True
+
     def test_threaded_acks_deliver_everything_once(self, box: Outbox) -> None:
         """Acks from another thread while rows are added and ticked: each row once, none left."""
         lock = threading.Lock()

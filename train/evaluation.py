@@ -1,0 +1,82 @@
+"""`corona-train evaluate`: a TFLite model's metrics on labelled data via the daemon's own runner.
+
+Windows come from the same featurize path as fit (daemon.audio + daemon.windows, with the model's
+window length), scores from daemon.model.Model, metrics from train.metrics: per window and per
+file (file score = mean of its window scores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from daemon.errors import DataError, ModelError
+from daemon.model import Model
+from train import data, featurize
+from train.scoring import evaluate
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics of one model on one data set."""
+
+    model_name: str
+    threshold: float
+    files: int
+    windows: int
+    skipped: list[featurize.Failure]
+    metrics: dict[str, dict[str, Any]]
+    """{"window": {...}, "file": {...}} with train.metrics.compute's keys."""
+
+
+def _settings(metadata: dict[str, Any], model_path: Path) -> featurize.WindowSettings:
+    try:
+        feats = metadata["features"]
+        window_s = float(metadata["window_s"])
+        return featurize.WindowSettings(
+            sample_rate=int(feats["sample_rate"]),
+            n_fft=int(feats["n_fft"]),
+            hop_length=int(feats["hop_length"]),
+            window_s=window_s,
+            hop_s=window_s,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{model_path}: metadata lacks a usable {exc} field") from None
+
+
+def evaluate_tflite(
+    model_path: Path,
+    data_dir: Path,
+    *,
+    strict: bool = False,
+    cache_dir: Path | None = featurize.DEFAULT_CACHE_DIR,
+    say: Callable[[str], None] | None = None,
+) -> Evaluation:
+    """Score every window of `data_dir` with the model at `model_path` and compute its metrics."""
+    model = Model.load(model_path)
+    settings = _settings(model.metadata, model_path)
+    dataset = data.discover(data_dir)
+    feats = featurize.featurize(
+        dataset.files, settings=settings, cache_dir=cache_dir, strict=strict
+    )
+    for failure in feats.stats.failures:
+        if say is not None:
+            say(f"skipped {failure.name}: {failure.reason}")
+    if not feats.files:
+        raise DataError(
+            f"{dataset.root}: no readable audio file ({len(feats.stats.failures)} skipped)"
+        )
+    raw, labels, window_files = feats.stacked()
+    scores = np.atleast_1d(np.asarray(model.score(raw), np.float32))
+    return Evaluation(
+        model_name=model.name,
+        threshold=float(model.threshold),
+        files=len(feats.files),
+        windows=len(labels),
+        skipped=list(feats.stats.failures),
+        metrics=evaluate(labels, scores, window_files, float(model.threshold)),
+    )
