@@ -57,6 +57,9 @@ MAX_FRAME_RATE_HZ: Final = 768_000
 """Source rates accepted. Outside this range no microphone recording exists, and a corrupt header
 with a tiny rate would otherwise make the resampler emit up to 44100 samples per source frame."""
 
+INT16_FULL_SCALE: Final = 32768.0
+"""libsndfile's float normalization of PCM_16 samples (x / 0x8000)."""
+
 LOAD_BLOCK_FRAMES: Final = 1 << 16
 """Output block size load() streams with; the result does not depend on it."""
 
@@ -119,16 +122,19 @@ class _Probe:
 
 
 class _Tally:
-    """Running power of the raw samples, for loudness."""
+    """Frames read (for the truncation check) and, with ``loudness``, their running power."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, loudness: bool = True) -> None:
+        self.loudness = loudness
         self.frames = 0
         self.sum_squares = 0.0
         self.samples = 0
 
     def add(self, block: npt.NDArray[np.float32]) -> None:
-        wide = block.astype(np.float64)
-        self.sum_squares += float(np.einsum("ij,ij->", wide, wide))
+        # stream() has no use for loudness; the float64 pass cost 0.2-0.6 CPU s per hour of audio.
+        if self.loudness:
+            wide = block.astype(np.float64)
+            self.sum_squares += float(np.einsum("ij,ij->", wide, wide))
         self.frames += block.shape[0]
         self.samples += block.size
 
@@ -261,15 +267,20 @@ def _probe(path: str | os.PathLike[str]) -> _Probe:
 def _raw_blocks(probe: _Probe, tally: _Tally) -> Iterator[npt.NDArray[np.float32]]:
     """The file's frames as (frames, channels) float32 blocks, each checked finite and tallied."""
     read_frames = max(1, READ_SAMPLES // probe.channels)
+    as_int16 = probe.subtype == "PCM_16"
     with _reading(probe.path, "cannot open"):
         handle = sf.SoundFile(probe.path)
     with handle:
         while True:
             with _reading(probe.path, "corrupt or truncated data"):
-                block = handle.read(read_frames, dtype="float32", always_2d=True)
+                if as_int16:
+                    block = _int16_to_float(handle.read(read_frames, dtype="int16", always_2d=True))
+                else:
+                    block = handle.read(read_frames, dtype="float32", always_2d=True)
             if block.shape[0] == 0:
                 break
-            _check_finite(probe.path, block, tally.frames)
+            if not as_int16:  # int16 samples are always finite
+                _check_finite(probe.path, block, tally.frames)
             tally.add(block)
             yield block
     if tally.frames != probe.frame_count:
@@ -277,6 +288,15 @@ def _raw_blocks(probe: _Probe, tally: _Tally) -> Iterator[npt.NDArray[np.float32
             f"{probe.path}: truncated data: the header declares {probe.frame_count} frames "
             f"but only {tally.frames} could be read"
         )
+
+
+def _int16_to_float(block: npt.NDArray[np.int16]) -> npt.NDArray[np.float32]:
+    """int16 / 32768 in float32: bit for bit what libsndfile returns for PCM_16 read as float.
+
+    libsndfile converts one sample at a time; numpy's vectorized cast took 1 h of 16-bit audio
+    from 0.49 to 0.07 CPU s.
+    """
+    return np.multiply(block, np.float32(1.0 / INT16_FULL_SCALE), dtype=np.float32)
 
 
 def _check_finite(path: str, block: npt.NDArray[np.float32], first_frame: int) -> None:
@@ -362,7 +382,7 @@ def stream(path: str | os.PathLike[str], *, block_frames: int) -> Iterator[npt.N
     """
     if block_frames < 1:
         raise ValueError(f"block_frames must be >= 1, got {block_frames}")
-    return _stream(_probe(path), _Tally(), block_frames)
+    return _stream(_probe(path), _Tally(loudness=False), block_frames)
 
 
 def _metadata(probe: _Probe, tally: _Tally) -> AudioMetadata:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
@@ -18,7 +18,10 @@ from daemon.config import Settings
 from daemon.drain import Drainer
 from daemon.outbox import Message, Outbox, OutboxSink
 from daemon.pipeline import Sink
-from daemon.publish import Publisher
+
+if TYPE_CHECKING:
+    # paho (with ssl, email, urllib) costs about 60 ms of CPU to import: only when MQTT is on.
+    from daemon.publish import Publisher
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +59,8 @@ class Messenger:
         self.drainer: Drainer | None = None
         self.sink: Sink
         if settings.mqtt.enabled:
+            from daemon.publish import Publisher
+
             self.publisher = Publisher(settings.mqtt, settings.node_id)
             self.drainer = Drainer(self.outbox)
             self.sink = OutboxSink(self.outbox, qos=settings.mqtt.qos)
