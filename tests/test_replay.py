@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from daemon import audio, schemas
+from daemon.config import DEFAULT_MODEL_PATH as SHIPPED_MODEL
 from daemon.constants import SAMPLE_RATE
 from daemon.model import Model
 from daemon.windows import windows_of
@@ -116,3 +117,28 @@ class TestReplayPublishes:
             assert not message.retain
         assert [m.json()["seq"] for m in received] == [v["seq"] for v in printed]
         sub.wait_for(lambda m: m.topic.endswith("/status") and m.text == "stopped", timeout_s=10)
+
+
+class TestReplayAgreesWithEvaluate:
+    def test_replay_scores_equal_corona_train_evaluate(self, tmp_path: Path) -> None:
+        """The shipped model scores each 30 s window of a file the same in replay and evaluate."""
+        from train.evaluation import evaluate_tflite
+        from train.synth import synthesize
+
+        synthesize(tmp_path / "data", normal=1, anomalous=1, seed=99, duration_s=(61.0, 61.0))
+        report = evaluate_tflite(SHIPPED_MODEL, tmp_path / "data", cache_dir=None)
+        wavs = sorted((tmp_path / "data").glob("*/*.wav"))
+        cfg = write_config(tmp_path, SHIPPED_MODEL, window={"length_s": 30.0})
+        done = run_monitor(["--config", str(cfg), "--replay", *map(str, wavs)])
+        assert done.returncode == 0, done.stderr
+        replayed = json_lines(done.stdout)
+        for wav in wavs:
+            name = wav.relative_to(tmp_path / "data").as_posix()
+            expected = [
+                s
+                for f, s in zip(report.window_files, report.window_scores, strict=True)
+                if f == name
+            ]
+            got = [v["score"] for v in replayed if v["file"] == str(wav)]
+            assert len(got) == len(expected) == 2
+            np.testing.assert_allclose(got, expected, atol=1e-6)

@@ -31,6 +31,10 @@ class Evaluation:
     skipped: list[featurize.Failure]
     metrics: dict[str, dict[str, Any]]
     """{"window": {...}, "file": {...}} with train.metrics.compute's keys."""
+    window_files: tuple[str, ...] = ()
+    """The file (relative name) of each scored window, in file order then window order."""
+    window_scores: tuple[float, ...] = ()
+    """P(anomalous) of each window, as the daemon's runner gave it (replay must agree)."""
 
 
 def _settings(metadata: dict[str, Any], model_path: Path) -> featurize.WindowSettings:
@@ -79,4 +83,6 @@ def evaluate_tflite(
         windows=len(labels),
         skipped=list(feats.stats.failures),
         metrics=evaluate(labels, scores, window_files, float(model.threshold)),
+        window_files=tuple(feats.files[i].file.name for i in window_files),
+        window_scores=tuple(float(score) for score in scores),
     )
