@@ -138,7 +138,10 @@ def _replay_file(
     )
     started = time.monotonic()
     fed_s = 0.0
-    for block in audio.stream(path, block_frames=round(REPLAY_BLOCK_S * SAMPLE_RATE)):
+    # Paced replay imitates the microphone: blocks of audio.block_s, so windows appear at 1x
+    # rather than in bursts of a whole read block.
+    block_s = settings.audio.block_s if realtime else REPLAY_BLOCK_S
+    for block in audio.stream(path, block_frames=round(block_s * SAMPLE_RATE)):
         pipeline.feed(block)
         messenger.pump()
         fed_s += block.size / SAMPLE_RATE

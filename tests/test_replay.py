@@ -142,3 +142,25 @@ class TestReplayAgreesWithEvaluate:
             got = [v["score"] for v in replayed if v["file"] == str(wav)]
             assert len(got) == len(expected) == 2
             np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+class TestRealtime:
+    def test_realtime_paces_verdicts_at_1x(self, tmp_path: Path, model_path: Path) -> None:
+        """With --realtime the last of 3 s of windows is printed no sooner than 3 s of audio."""
+        import subprocess
+        import sys
+        import time
+
+        wav = write_wav(tmp_path / "clip.wav", noisy_clip(3.0, seed=8))
+        cfg = write_config(tmp_path, model_path)
+        args = [sys.executable, "-m", "daemon.cli", "--config", str(cfg), "--replay", "--realtime"]
+        with subprocess.Popen([*args, str(wav)], stdout=subprocess.PIPE, text=True) as proc:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            started = time.monotonic()
+            second, third = proc.stdout.readline(), proc.stdout.readline()
+            paced_s = time.monotonic() - started
+        assert proc.returncode == 0
+        assert len(json_lines(first + second + third)) == 3
+        # The first window is printed after 1 s of audio, the third after 3 s: 2 s apart at 1x.
+        assert paced_s >= 1.8
