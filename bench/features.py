@@ -1,22 +1,21 @@
 """Benchmark: daemon.features.row_means against librosa.stft + power + mean, same samples, same run.
 
-Run: python bench/features.py [--repeats N]. Prints the machine and a table per input length
-(30 s window, 1 h of audio): best-of-N seconds, speed ratio, and max relative difference.
+Run from the repo root: python -m bench.features [--repeats N]. Prints the machine and a table
+per input length (30 s window, 1 h of audio): best-of-N seconds, speed ratio, and max relative
+difference.
 """
 
 import argparse
 import os
-import platform
 import time
 from collections.abc import Callable
-from importlib.metadata import version
-from pathlib import Path
 from typing import Final
 
 import librosa
 import numpy as np
 import numpy.typing as npt
 
+from bench.machine import machine_lines
 from daemon.constants import HOP_LENGTH, N_FFT, SAMPLE_RATE, WINDOW_S
 from daemon.features import row_means
 
@@ -79,27 +78,6 @@ def max_relative_difference(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     return float(np.max(np.abs(a64 - b64) / np.abs(b64)))
 
 
-def cpu_model() -> str:
-    try:
-        with Path("/proc/cpuinfo").open(encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith(("model name", "Model", "Hardware")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_lines() -> list[str]:
-    load_1m = os.getloadavg()[0]
-    return [
-        f"CPU: {cpu_model()} ({platform.machine()}), {os.cpu_count()} cores,"
-        f" load average {load_1m:.2f} at start",
-        f"Python {platform.python_version()}, numpy {np.__version__}, librosa {version('librosa')}",
-        f"OPENBLAS_CORETYPE: {os.environ.get('OPENBLAS_CORETYPE', 'not set')}",
-    ]
-
-
 def bench_case(label: str, duration_s: float, repeats: int) -> list[str]:
     rng = np.random.default_rng(SEED)
     n_samples = round(duration_s * SAMPLE_RATE)
@@ -136,7 +114,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30, help="best of N for the 30 s window")
     parser.add_argument("--hour-repeats", type=int, default=2, help="best of N for 1 h")
     args = parser.parse_args()
-    print("\n".join(machine_lines()))
+    print("\n".join(machine_lines(("numpy", "librosa"))))
     print(f"best of {args.repeats} (30 s) / {args.hour_repeats} (1 h); white noise at 0.1 RMS\n")
     print("\n".join(bench_case(f"{WINDOW_S:.0f} s window", WINDOW_S, args.repeats)))
     print()
