@@ -52,7 +52,7 @@ def run_check(config_path: Path | None, out: TextIO = sys.stdout) -> int:
         index, name = resolve_input_device(settings.audio.device)
         out.write(f"audio device: [{index}] {name}\n")
     except CoronaError as err:
-        problems.append(f"audio.device: {err}")
+        problems.append(str(err))  # CaptureError names audio.device itself
 
     if settings.mqtt.enabled:
         verdict = _probe_broker(settings)
