@@ -111,7 +111,19 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = ACK_TIMEOUT_S) 
 
 
 def retained_status(sub: Subscriber, value: str) -> bool:
-    sub.wait_for(lambda m: m.topic == T.status and m.retain and m.text == value)
+    """The broker holds `value` retained on the status topic.
+
+    A subscription made right after connect can beat the client's publish of `online` and get
+    it live (retain false); then a second, later subscriber must get it retained.
+    """
+    first = sub.wait_for(lambda m: m.topic == T.status and m.text == value)
+    if first.retain:
+        return True
+    later = Subscriber(sub.broker, sub.topic_filter, sub.username, sub.password, sub.ca)
+    try:
+        later.wait_for(lambda m: m.topic == T.status and m.retain and m.text == value)
+    finally:
+        later.close()
     return True
 
 
