@@ -55,6 +55,7 @@ class Pipeline:
         stream_start: datetime,
         overflows: Callable[[], int] = lambda: 0,
         extra: dict[str, Any] | None = None,
+        stats: PipelineStats | None = None,
     ) -> None:
         self._settings = settings
         self._model = model
@@ -75,7 +76,9 @@ class Pipeline:
             n_fft=settings.features.n_fft,
             hop_length=settings.features.hop_length,
         )
-        self.stats = PipelineStats()
+        # The live service passes one stats object to each stream's pipeline, so counts and the
+        # last window carry over a device recovery.
+        self.stats = stats if stats is not None else PipelineStats()
 
     @property
     def threshold(self) -> float:

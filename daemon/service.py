@@ -28,7 +28,7 @@ from daemon.constants import SAMPLE_RATE
 from daemon.messenger import Messenger
 from daemon.model import Model
 from daemon.outbox import Outbox
-from daemon.pipeline import Pipeline, Sink
+from daemon.pipeline import Pipeline, PipelineStats, Sink
 from daemon.verdict import iso_utc
 
 log = structlog.get_logger(__name__)
@@ -85,8 +85,8 @@ class Service:
         )
         self._progress_at = time.monotonic()
         self._pipeline: Pipeline | None = None
+        self.stats = PipelineStats()
         self._recoveries_seen = 0
-        self._windows_before = 0
         self._last_health = 0.0
 
     def stop(self) -> None:
@@ -134,7 +134,8 @@ class Service:
         recoveries = self.capture.recoveries
         if self._pipeline is None or recoveries != self._recoveries_seen:
             if self._pipeline is not None:
-                self._windows_before += self._pipeline.stats.windows
+                # The recovered device has not been judged yet: forget the old sensor verdict.
+                self.stats.last_sensor = None
                 log.info("stream_restarted", reason="device_recovered", partial_window="dropped")
             self._recoveries_seen = recoveries
             # The block's first sample was captured len(block) samples before now.
@@ -147,6 +148,7 @@ class Service:
                 source="live",
                 stream_start=first_sample,
                 overflows=lambda: self.capture.overflows,
+                stats=self.stats,
             )
         return self._pipeline
 
@@ -163,18 +165,16 @@ class Service:
         return self._progress_at
 
     def _windows_done(self) -> int:
-        current = self._pipeline.stats.windows if self._pipeline is not None else 0
-        return self._windows_before + current
+        return self.stats.windows
 
     def _capture_state(self) -> str:
         state = str(self.capture.state)
-        sensor = self._pipeline.stats.last_sensor if self._pipeline is not None else None
+        sensor = self.stats.last_sensor
         if state == "running" and sensor not in (None, "ok"):
             return str(sensor)  # silent / flat / clipping: the microphone, not the tower
         return state
 
     def _health(self) -> dict[str, Any]:
-        stats = self._pipeline.stats if self._pipeline is not None else None
         return {
             "schema": 1,
             "node": self.settings.node_id,
@@ -187,8 +187,8 @@ class Service:
             "device": self.capture.device_name,
             "outbox_depth": self.messenger.outbox.depth(),
             "outbox_dropped": self.messenger.outbox.dropped,
-            "last_window": stats.last_window_end if stats else None,
-            "last_label": stats.last_label if stats else None,
+            "last_window": self.stats.last_window_end,
+            "last_label": self.stats.last_label,
             "alarm": self.alarm.state,
             "window_s": self.settings.window.length_s,
             "model": {"name": self.model.name, "sha256": self.model.sha256},
