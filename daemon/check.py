@@ -17,6 +17,7 @@ from daemon import config
 from daemon.capture import list_input_devices, resolve_input_device
 from daemon.errors import CoronaError
 from daemon.model import Model
+from daemon.pipeline import runtime_spec
 from daemon.publish import make_client
 
 BROKER_TIMEOUT_S: Final = 5.0
@@ -30,13 +31,25 @@ def run_check(config_path: Path | None, out: TextIO = sys.stdout) -> int:
     out.write(json.dumps(config.as_dict(settings), indent=2, default=str) + "\n")
 
     try:
-        model = Model.load(settings.model.path, expected_features=settings.features)
+        model = Model.load(settings.model.path)
+        spec = runtime_spec(settings, model)
         # `is None`, not `or`: a configured threshold of 0.0 is a setting, not an absence.
         configured = settings.model.threshold
         threshold = model.threshold if configured is None else configured
         out.write(
             f"model: {model.name} ({settings.model.path}), sha256 {model.sha256[:12]},"
             f" threshold {threshold}\n"
+        )
+        physics = spec.physics
+        out.write(
+            f"features: {spec.window_s:g} s windows, n_fft {spec.n_fft}, hop {spec.hop_length},"
+            f" {spec.transform}"
+            + (
+                f", physics v{physics.version} ({', '.join(physics.names)}) at line_hz"
+                f" {physics.line_hz}\n"
+                if physics
+                else ", no physics block (row means only)\n"
+            )
         )
     except CoronaError as err:
         problems.append(f"model: {err}")

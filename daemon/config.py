@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from daemon.constants import HOP_LENGTH, N_FFT, SAMPLE_RATE, WINDOW_S
+from daemon.constants import SAMPLE_RATE
 from daemon.errors import ConfigError
 
 T = TypeVar("T")
@@ -62,22 +62,25 @@ class AudioSettings:
 
 @dataclass(frozen=True)
 class WindowSettings:
-    length_s: float = field(default=WINDOW_S, metadata=_range(0.1, 3600.0))
-    """Seconds of audio per verdict."""
+    length_s: float | None = field(default=None, metadata=_range(0.1, 3600.0))
+    """Seconds of audio per verdict; null = the model's window_s (a different value is an error:
+    a model scores the window length it was trained on)."""
     hop_s: float | None = field(default=None, metadata=_range(0.1, 3600.0))
-    """Seconds between window starts; null = length_s (no overlap); smaller slides the windows."""
-
-    @property
-    def effective_hop_s(self) -> float:
-        return self.length_s if self.hop_s is None else self.hop_s
+    """Seconds between window starts; null = the window length (no overlap); smaller slides."""
 
 
 @dataclass(frozen=True)
 class FeatureSettings:
-    n_fft: int = field(default=N_FFT, metadata=_range(16, 65536))
-    hop_length: int = field(default=HOP_LENGTH, metadata=_range(1, 65536))
-    window: Literal["hann"] = "hann"
-    center: bool = True
+    """What the model decides: each key null (the default) takes the model's metadata value;
+    a value that differs from the model's is an error naming both (`daemon.featurespec`)."""
+
+    n_fft: int | None = field(default=None, metadata=_range(16, 65536))
+    hop_length: int | None = field(default=None, metadata=_range(1, 65536))
+    window: Literal["hann"] | None = None
+    center: bool | None = None
+    line_hz: Literal[50, 60, "auto"] = "auto"
+    """Grid frequency for the physics values: 50, 60, or auto (the stronger evidence, reported
+    in every verdict). A model trained at a fixed frequency refuses the other one."""
 
 
 @dataclass(frozen=True)
@@ -200,10 +203,10 @@ def _check_cross_fields(settings: Settings) -> Settings:
         raise ConfigError(
             f"alarm.k: must be at most alarm.n ({settings.alarm.n}), got {settings.alarm.k}"
         )
-    if settings.window.effective_hop_s > settings.window.length_s:
+    window = settings.window
+    if window.hop_s is not None and window.length_s is not None and window.hop_s > window.length_s:
         raise ConfigError(
-            f"window.hop_s: must be at most window.length_s ({settings.window.length_s}),"
-            f" got {settings.window.hop_s}"
+            f"window.hop_s: must be at most window.length_s ({window.length_s}), got {window.hop_s}"
         )
     # The node id is an MQTT topic level: wildcards or separators in it would corrupt the topics.
     if not settings.node_id or any(c in settings.node_id for c in "/+#"):

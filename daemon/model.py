@@ -1,4 +1,4 @@
-"""The one TFLite runner: raw row means in, P(anomalous) out (evaluate, replay and the live daemon).
+"""The one TFLite runner: raw feature vectors in, P(anomalous) out (evaluate, replay and live).
 
 A Model owns one interpreter and is not thread-safe: score from one thread, or load one per thread.
 The runtime is LiteRT (ai_edge_litert), else tflite_runtime, else tensorflow.lite as a last resort.
@@ -18,9 +18,8 @@ import numpy.typing as npt
 import structlog
 
 from daemon import model_meta
-from daemon.constants import N_BINS
 from daemon.errors import ModelError
-from daemon.features import apply_transform
+from daemon.featurespec import FeatureSpec
 from daemon.model_meta import ModelMetadata
 
 log = structlog.get_logger(__name__)
@@ -122,22 +121,21 @@ class Model:
         return self.meta.threshold
 
     @property
+    def spec(self) -> FeatureSpec:
+        """What the model consumes: STFT settings, transform, window length, physics block."""
+        return self.meta.spec
+
+    @property
     def metadata(self) -> dict[str, Any]:
         """The full metadata document as read from NAME.json."""
         return self.meta.raw
 
     @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        *,
-        expected_features: Mapping[str, Any] | object | None = None,
-    ) -> Model:
+    def load(cls, path: str | Path) -> Model:
         """Load NAME.tflite and the NAME.json beside it, validating both.
 
-        `expected_features`: sample_rate, n_fft, hop_length, window, center as the daemon
-        computes them (mapping or settings object); None means daemon.model_meta.DEFAULT_FEATURES.
-        Raises ModelError naming the file and field for every problem.
+        Raises ModelError naming the file and field for every problem. What the config may
+        not contradict is checked by `daemon.featurespec.resolve` against `Model.spec`.
         """
         tflite_path = Path(path)
         json_path = tflite_path.with_suffix(".json")
@@ -149,9 +147,7 @@ class Model:
             raise ModelError(f"model file {tflite_path} cannot be read: {exc.strerror}") from None
         if not content:
             raise ModelError(f"model file {tflite_path} is empty")
-        meta = model_meta.validate(
-            model_meta.read(json_path), source=json_path.name, expected_features=expected_features
-        )
+        meta = model_meta.validate(model_meta.read(json_path), source=json_path.name)
         digest = hashlib.sha256(content).hexdigest()
         if digest != meta.sha256:
             raise ModelError(
@@ -173,21 +169,23 @@ class Model:
         return model
 
     def score(self, features: npt.ArrayLike) -> float | np.ndarray:
-        """P(anomalous) for raw row means: shape (513,) -> float, (N, 513) -> float32 (N,).
+        """P(anomalous) for raw feature vectors: (width,) -> float, (N, width) -> float32 (N,).
 
-        The model's own transform (metadata features.transform) is applied here.
+        A raw vector is `FeatureSpec.vector` of a window: 513 row means, then the physics
+        values when the model has a physics block. The model's own transform is applied here.
         """
         x = np.asarray(features, dtype=np.float32)
         single = x.ndim == 1
-        if x.ndim not in (1, 2) or x.shape[-1] != N_BINS:
+        width = self.spec.width
+        if x.ndim not in (1, 2) or x.shape[-1] != width:
             raise ModelError(
-                f"model {self.path.name}: features have shape {x.shape}, expected ({N_BINS},)"
-                f" or (N, {N_BINS})"
+                f"model {self.path.name}: features have shape {x.shape}, expected ({width},)"
+                f" or (N, {width})"
             )
-        batch = x.reshape(1, N_BINS) if single else x
+        batch = x.reshape(1, width) if single else x
         if batch.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
-        transformed = np.asarray(apply_transform(self.meta.transform, batch), np.float32)
+        transformed = self.spec.model_input(batch)
         scores = np.concatenate(
             [
                 self._run(transformed[start : start + MAX_BATCH_ROWS])
@@ -198,14 +196,17 @@ class Model:
 
     # --- internals --------------------------------------------------------------------------
     def _check_signature(self) -> None:
-        """Input (.., 513) of a dtype we can feed; output width matching metadata `output`."""
+        """Input (.., spec width) of a dtype we can feed; output width matching `output`."""
         name = self.path.name
         details = self._interpreter.get_input_details()
         if len(details) != 1:
             raise ModelError(f"model {name}: has {len(details)} inputs, expected 1")
         shape = tuple(int(d) for d in self._input["shape"])
-        if len(shape) != 2 or shape[-1] != N_BINS:
-            raise ModelError(f"model {name}: input shape is {shape}, expected (N, {N_BINS})")
+        width = self.spec.width
+        if len(shape) != 2 or shape[-1] != width:
+            raise ModelError(
+                f"model {name}: input shape is {shape}, its metadata features need (N, {width})"
+            )
         for role, tensor in (("input", self._input), ("output", self._output)):
             if tensor["dtype"] not in _FLOAT_DTYPES + _QUANTIZED_DTYPES:
                 dtype = np.dtype(tensor["dtype"]).name
@@ -225,11 +226,11 @@ class Model:
             )
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        """Feed a (N, 513) transformed batch in one invoke (resizing the input when N changes)."""
+        """Feed a (N, width) transformed batch in one invoke (resizing the input when N changes)."""
         rows = batch.shape[0]
         if rows != self._batch_rows:
             # One resize per new batch size: the daemon always feeds 1, evaluate/replay a few sizes.
-            self._interpreter.resize_tensor_input(self._input["index"], [rows, N_BINS])
+            self._interpreter.resize_tensor_input(self._input["index"], [rows, self.spec.width])
             self._interpreter.allocate_tensors()
             self._batch_rows = rows
         self._interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))

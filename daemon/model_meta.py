@@ -1,7 +1,9 @@
-"""Model metadata (NAME.json beside NAME.tflite): read it, check it against the daemon's settings.
+"""Model metadata (NAME.json beside NAME.tflite): read it and check every field.
 
-Every refusal is a ModelError whose message names the file and the field, e.g.
-`model corona-demo.json: features.n_fft is 2048, the daemon computes 1024`.
+The ``features`` block and ``window_s`` become the model's `FeatureSpec`, which decides how the
+daemon cuts and featurizes audio for it (`daemon.featurespec.resolve` checks the config against
+it). Every refusal is a ModelError whose message names the file and the field, e.g.
+`model corona-demo.json: features.physics.version is 7, this daemon computes version 1`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from daemon.constants import HOP_LENGTH, N_FFT, SAMPLE_RATE
 from daemon.errors import ModelError
-from daemon.features import TRANSFORMS
+from daemon.featurespec import FeatureSpec
 
 FORMAT: Final = "corona-monitor-model/1"
 """The only metadata format this runner understands."""
@@ -40,19 +41,6 @@ REQUIRED_FIELDS: Final = (
     "metrics",
     "trained_on",
 )
-FEATURE_FIELDS: Final = ("sample_rate", "n_fft", "hop_length", "window", "center", "transform")
-CHECKED_FEATURE_FIELDS: Final = ("sample_rate", "n_fft", "hop_length", "window", "center")
-"""Settings the daemon computes itself and the model must agree with (transform is the model's)."""
-
-DEFAULT_FEATURES: Final[Mapping[str, Any]] = {
-    "sample_rate": SAMPLE_RATE,
-    "n_fft": N_FFT,
-    "hop_length": HOP_LENGTH,
-    "window": "hann",
-    "center": True,
-}
-"""What daemon.features computes when the config does not say otherwise."""
-
 _SHA256_HEX_CHARS: Final = 64
 _SOFTMAX_CLASSES: Final = 2
 
@@ -65,27 +53,26 @@ class ModelMetadata:
     sha256: str
     classes: tuple[str, ...]
     output: str
-    transform: str
+    spec: FeatureSpec
+    """What the model consumes (features block and window_s of the metadata)."""
     threshold: float
-    window_s: float
     quantization: str
     raw: dict[str, Any]
+
+    @property
+    def transform(self) -> str:
+        """The named transform of the row means (`daemon.features.TRANSFORMS`)."""
+        return self.spec.transform
+
+    @property
+    def window_s(self) -> float:
+        """Seconds of audio per scored window the model was trained on."""
+        return self.spec.window_s
 
     @property
     def anomalous_index(self) -> int:
         """Column of P(anomalous) in a softmax output."""
         return self.classes.index(ANOMALOUS)
-
-
-def _expected(settings: Mapping[str, Any] | object, key: str) -> Any:
-    """One feature setting from a mapping or a settings object (e.g. daemon.config.FeatureSettings).
-
-    A key the settings do not carry falls back to DEFAULT_FEATURES (the config keeps sample_rate
-    in its audio section, fixed at SAMPLE_RATE).
-    """
-    if isinstance(settings, Mapping):
-        return settings.get(key, DEFAULT_FEATURES[key])
-    return getattr(settings, key, DEFAULT_FEATURES[key])
 
 
 def read(json_path: Path) -> dict[str, Any]:
@@ -115,27 +102,18 @@ class _InvalidFieldError(Exception):
     """One field is wrong; validate() prefixes the file name."""
 
 
-def validate(
-    doc: Mapping[str, Any],
-    *,
-    source: str,
-    expected_features: Mapping[str, Any] | object | None = None,
-) -> ModelMetadata:
-    """Check `doc` field by field; `source` (the json file name) starts every error message.
-
-    `expected_features` holds sample_rate, n_fft, hop_length, window, center as the daemon
-    computes them (a mapping or an object with those attributes, e.g. the config's
-    FeatureSettings); None, or a key it lacks, means DEFAULT_FEATURES.
-    """
+def validate(doc: Mapping[str, Any], *, source: str) -> ModelMetadata:
+    """Check `doc` field by field; `source` (the json file name) starts every error message."""
     try:
         missing = [field for field in REQUIRED_FIELDS if field not in doc]
         if missing:
             raise _InvalidFieldError(f"required field(s) missing: {', '.join(missing)}")
         if doc["format"] != FORMAT:
             raise _InvalidFieldError(f"format is {doc['format']!r}, this daemon reads {FORMAT!r}")
-        transform = _check_features(
-            doc["features"], DEFAULT_FEATURES if expected_features is None else expected_features
-        )
+        try:
+            spec = FeatureSpec.from_metadata(doc["features"], doc["window_s"])
+        except ValueError as exc:
+            raise _InvalidFieldError(str(exc)) from None
         classes, output = _check_classes(doc["classes"], doc["output"])
         _check_scalars(doc)
     except _InvalidFieldError as exc:
@@ -145,32 +123,11 @@ def validate(
         sha256=doc["sha256"].lower(),
         classes=classes,
         output=output,
-        transform=transform,
+        spec=spec,
         threshold=float(doc["threshold"]),
-        window_s=float(doc["window_s"]),
         quantization=doc["quantization"],
         raw=dict(doc),
     )
-
-
-def _check_features(features: object, expected: Mapping[str, Any] | object) -> str:
-    """The feature settings must equal the daemon's; returns the (known) transform name."""
-    if not isinstance(features, Mapping):
-        raise _InvalidFieldError("features must be an object")
-    missing = [f"features.{field}" for field in FEATURE_FIELDS if field not in features]
-    if missing:
-        raise _InvalidFieldError(f"required field(s) missing: {', '.join(missing)}")
-    for field in CHECKED_FEATURE_FIELDS:
-        want, got = _expected(expected, field), features[field]
-        # bool is an int in Python: compare types too so `center: 1` is not taken for true.
-        same_kind = type(got) is type(want) or (_is_number(got) and _is_number(want))
-        if not same_kind or got != want:
-            raise _InvalidFieldError(f"features.{field} is {got!r}, the daemon computes {want!r}")
-    transform = features["transform"]
-    if not isinstance(transform, str) or transform not in TRANSFORMS:
-        known = ", ".join(sorted(TRANSFORMS))
-        raise _InvalidFieldError(f"features.transform {transform!r} is unknown (known: {known})")
-    return str(transform)
 
 
 def _check_classes(classes: object, output: object) -> tuple[tuple[str, ...], str]:
@@ -190,13 +147,10 @@ def _check_classes(classes: object, output: object) -> tuple[tuple[str, ...], st
 
 
 def _check_scalars(doc: Mapping[str, Any]) -> None:
-    """threshold, window_s, quantization, sha256, name."""
+    """threshold, quantization, sha256, name (window_s is the FeatureSpec's)."""
     threshold = doc["threshold"]
     if not _is_number(threshold) or not 0.0 <= threshold <= 1.0:
         raise _InvalidFieldError(f"threshold is {threshold!r}, expected a probability in [0, 1]")
-    window_s = doc["window_s"]
-    if not _is_number(window_s) or not window_s > 0:
-        raise _InvalidFieldError(f"window_s is {window_s!r}, expected a positive number of seconds")
     quantization = doc["quantization"]
     if quantization not in QUANTIZATIONS:
         raise _InvalidFieldError(

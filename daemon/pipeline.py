@@ -2,6 +2,8 @@
 
 blocks -> Windower -> Model.score -> verdict JSON -> alarm -> Sink. The caller owns where the
 blocks come from (a microphone or a file) and where the messages go (stdout, outbox + MQTT).
+How windows are cut and featurized comes from the model's `FeatureSpec`, resolved against the
+config (`daemon.featurespec.resolve`: a contradiction is a ConfigError naming both values).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from daemon import verdict
 from daemon.alarm import Alarm
 from daemon.config import Settings
 from daemon.constants import SAMPLE_RATE
+from daemon.featurespec import FeatureSpec, resolve
 from daemon.model import Model
 from daemon.windows import Window, Windower
 
@@ -39,6 +42,23 @@ class PipelineStats:
     last_label: str | None = None
     last_score: float | None = None
     last_sensor: str | None = None
+
+
+def runtime_spec(settings: Settings, model: Model) -> FeatureSpec:
+    """The model's FeatureSpec with the config's line frequency; ConfigError on a contradiction."""
+    configured = settings.features
+    return resolve(
+        model.spec,
+        model_name=model.path.name,
+        config={
+            "n_fft": configured.n_fft,
+            "hop_length": configured.hop_length,
+            "window": configured.window,
+            "center": configured.center,
+            "window_s": settings.window.length_s,
+            "line_hz": configured.line_hz,
+        },
+    )
 
 
 class Pipeline:
@@ -69,12 +89,17 @@ class Pipeline:
         self._threshold = (
             settings.model.threshold if settings.model.threshold is not None else model.threshold
         )
+        self.spec = runtime_spec(settings, model)
+        # Physics are reported at the configured line frequency even for a model without them.
+        self._line_hz = self.spec.line_setting if self.spec.physics else settings.features.line_hz
         self._windower = Windower(
             sample_rate=SAMPLE_RATE,
-            length_s=settings.window.length_s,
-            hop_s=settings.window.effective_hop_s,
-            n_fft=settings.features.n_fft,
-            hop_length=settings.features.hop_length,
+            length_s=self.spec.window_s,
+            hop_s=settings.window.hop_s
+            if settings.window.hop_s is not None
+            else self.spec.window_s,
+            n_fft=self.spec.n_fft,
+            hop_length=self.spec.hop_length,
         )
         # The live service passes one stats object to each stream's pipeline, so counts and the
         # last window carry over a device recovery.
@@ -94,7 +119,7 @@ class Pipeline:
         return [] if window is None else [self._finish(window)]
 
     def _finish(self, window: Window) -> dict[str, Any]:
-        score = float(self._model.score(window.features))
+        score = float(self._model.score(self.spec.vector(window.features, window.physics)))
         extra = dict(self._extra)
         if self._source == "replay":
             extra["offset_s"] = round(window.start_sample / SAMPLE_RATE, 3)
@@ -110,6 +135,7 @@ class Pipeline:
                 model=self._model_ref,
                 overflows=self._overflows(),
                 source=self._source,
+                line_hz=self._line_hz,
                 extra=extra,
             )
 

@@ -28,7 +28,7 @@ from daemon.constants import SAMPLE_RATE
 from daemon.messenger import Messenger
 from daemon.model import Model
 from daemon.outbox import Outbox
-from daemon.pipeline import Pipeline, PipelineStats, Sink
+from daemon.pipeline import Pipeline, PipelineStats, Sink, runtime_spec
 from daemon.verdict import iso_utc
 
 log = structlog.get_logger(__name__)
@@ -96,7 +96,7 @@ class Service:
         log.info(
             "starting",
             model=self.model.name,
-            window_s=self.settings.window.length_s,
+            window_s=self.model.spec.window_s,
             mqtt=self.settings.mqtt.host or "disabled",
             device=self.settings.audio.device,
         )
@@ -190,7 +190,7 @@ class Service:
             "last_window": self.stats.last_window_end,
             "last_label": self.stats.last_label,
             "alarm": self.alarm.state,
-            "window_s": self.settings.window.length_s,
+            "window_s": self.model.spec.window_s,
             "model": {"name": self.model.name, "sha256": self.model.sha256},
         }
 
@@ -221,7 +221,8 @@ def run_live(config_path: Path | None) -> int:
     logsetup.configure(
         level=settings.logging.level, fmt=settings.logging.format, node_id=settings.node_id
     )
-    model = Model.load(settings.model.path, expected_features=settings.features)
+    model = Model.load(settings.model.path)
+    runtime_spec(settings, model)  # a config that contradicts the model stops here, clearly
     service = Service(settings, model, launched_monotonic=launched)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

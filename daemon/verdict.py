@@ -13,6 +13,7 @@ from typing import Any, Final, Literal
 import numpy as np
 
 from daemon.constants import SAMPLE_RATE
+from daemon.physics import LineSetting
 from daemon.windows import Window
 
 SCHEMA_VERSION: Final = 1
@@ -76,9 +77,10 @@ def build(
     model: ModelRef,
     overflows: int,
     source: Source,
+    line_hz: LineSetting = "auto",
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The verdict payload (schema 1) for one scored window."""
+    """The verdict payload (schema 1) for one scored window; ``physics`` at ``line_hz``."""
     start, end = window_times(window, stream_start)
     payload: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
@@ -96,6 +98,7 @@ def build(
         "source": source,
         "replayed": False,
         "sensor": sensor_state(window),
+        "physics": window.physics.select(line_hz).as_dict(),
     }
     if extra:
         payload.update(extra)

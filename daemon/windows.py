@@ -3,7 +3,9 @@
 One segmentation for live capture, replay and training: window k covers stream samples
 [k * hop, k * hop + length). Its features are computed incrementally as blocks arrive and
 equal `daemon.features.row_means` on the window's samples alone (own centered frame grid,
-zero padding at both window edges). `push` copies what it keeps, so callers may reuse blocks.
+zero padding at both window edges); its physics `Measurement` equals
+`daemon.physics.measure` on the same samples. `push` copies what it keeps, so callers may
+reuse blocks.
 
 Tail policy (`Windower.flush`, end of stream): the tail window is the earliest window that has
 started but not completed; it runs from its start to the end of the stream. It is returned
@@ -28,6 +30,7 @@ from daemon.features import (
     frame_power_sum,
     means_from_power_sum,
 )
+from daemon.physics import Measurement, PhysicsAccumulator
 
 CLIP_LEVEL: Final = 0.999
 """|sample| at or above which a sample counts as clipped (-0.009 dBFS). Below 32767/32768,
@@ -67,6 +70,8 @@ class Window:
     """RMS level re full scale 1.0 (a full-scale sine is -3.0), at least `LEVEL_FLOOR_DBFS`."""
     clipped: float
     """Fraction of samples with |x| >= `CLIP_LEVEL`, 0.0 to 1.0."""
+    physics: Measurement
+    """Line-locked modulation, hum and crackle (`daemon.physics`), at both line frequencies."""
 
     @property
     def end_sample(self) -> int:
@@ -82,6 +87,7 @@ class _Progress:
     start: int
     next_frame: int
     power_sum: npt.NDArray[np.float64]
+    physics: PhysicsAccumulator
     sum_squares: float = 0.0
     n_clipped: int = 0
 
@@ -267,7 +273,13 @@ class Windower:
         while self._next_index * self.hop_samples < self._received:
             start = self._next_index * self.hop_samples
             self._active.append(
-                _Progress(self._next_index, start, 0, np.zeros(self.n_fft // 2 + 1))
+                _Progress(
+                    self._next_index,
+                    start,
+                    0,
+                    np.zeros(self.n_fft // 2 + 1),
+                    PhysicsAccumulator(self.sample_rate),
+                )
             )
             self._next_index += 1
 
@@ -278,6 +290,7 @@ class Windower:
             # A slice inside one window (the usual case) reuses the dot the check computed.
             own_squares = sum_squares if own.shape == samples.shape else float(np.dot(own, own))
             progress.sum_squares += own_squares
+            progress.physics.push(own)
             # Clipping is rare: max and min (no temporaries) rule it out before any counting.
             if own.size and (own.max() >= CLIP_LEVEL or own.min() <= -CLIP_LEVEL):
                 # Two comparisons instead of np.abs: no float temporary per slice.
@@ -317,6 +330,7 @@ class Windower:
             features=means_from_power_sum(progress.power_sum, n_frames),
             level_dbfs=max(level_dbfs, LEVEL_FLOOR_DBFS),
             clipped=progress.n_clipped / n_samples,
+            physics=progress.physics.finish(),
         )
 
 

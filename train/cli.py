@@ -155,10 +155,18 @@ def inspect(*, data_dir: Path, as_csv: bool, window_s: float | None) -> None:
 )
 @click.option(
     "--preset",
-    type=click.Choice(["seed", "default"]),
+    type=click.Choice(["seed", "default", "rowmeans", "physics"]),
     default="default",
     show_default=True,
-    help="seed: the notebook exactly; default: the better model.",
+    help="seed: the notebook exactly; default: physics block + gain-free bands;"
+    " rowmeans: the 513 log row means only (the old default); physics: the physics block only.",
+)
+@click.option(
+    "--line-hz",
+    type=click.Choice(["auto", "50", "60"]),
+    default="auto",
+    show_default=True,
+    help="Grid frequency of the physics values (auto: the stronger evidence per window).",
 )
 @click.option(
     "--cv",
@@ -208,6 +216,7 @@ def fit(
     seed: int,
     strict: bool,
     window_s: float | None,
+    line_hz: str,
     epochs: int | None,
     no_plots: bool,
     cache_dir: Path,
@@ -232,6 +241,7 @@ def fit(
         strict=strict,
         cache_dir=None if no_cache else cache_dir,
         window_s=window_s,
+        line_hz=line_hz if line_hz == "auto" else int(line_hz),
         command=shlex.join([PROG, *sys.argv[1:]]),
         plots=not no_plots,
         say=_say,

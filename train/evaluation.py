@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.errors import DataError, ModelError
+from daemon.errors import DataError
 from daemon.model import Model
 from train import data, featurize
 from train.scoring import evaluate
@@ -37,21 +37,6 @@ class Evaluation:
     """P(anomalous) of each window, as the daemon's runner gave it (replay must agree)."""
 
 
-def _settings(metadata: dict[str, Any], model_path: Path) -> featurize.WindowSettings:
-    try:
-        feats = metadata["features"]
-        window_s = float(metadata["window_s"])
-        return featurize.WindowSettings(
-            sample_rate=int(feats["sample_rate"]),
-            n_fft=int(feats["n_fft"]),
-            hop_length=int(feats["hop_length"]),
-            window_s=window_s,
-            hop_s=window_s,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{model_path}: metadata lacks a usable {exc} field") from None
-
-
 def evaluate_tflite(
     model_path: Path,
     data_dir: Path,
@@ -62,7 +47,7 @@ def evaluate_tflite(
 ) -> Evaluation:
     """Score every window of `data_dir` with the model at `model_path` and compute its metrics."""
     model = Model.load(model_path)
-    settings = _settings(model.metadata, model_path)
+    settings = featurize.WindowSettings.of(model.spec)
     dataset = data.discover(data_dir)
     feats = featurize.featurize(
         dataset.files, settings=settings, cache_dir=cache_dir, strict=strict
@@ -74,8 +59,8 @@ def evaluate_tflite(
         raise DataError(
             f"{dataset.root}: no readable audio file ({len(feats.stats.failures)} skipped)"
         )
-    raw, labels, window_files = feats.stacked()
-    scores = np.atleast_1d(np.asarray(model.score(raw), np.float32))
+    _, labels, window_files = feats.stacked()
+    scores = np.atleast_1d(np.asarray(model.score(feats.vectors(model.spec)), np.float32))
     return Evaluation(
         model_name=model.name,
         threshold=float(model.threshold),

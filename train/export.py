@@ -1,7 +1,10 @@
 """Export a fit RUN_DIR (model.keras, run.json, calibration.npz) to NAME.tflite + NAME.json.
 
-The converted model is scored on the held-out windows through daemon.model, the daemon's own
-runner, before anything is written; an export losing more than 2 accuracy points is refused.
+Before anything is written, the converted model is scored through daemon.model (the daemon's
+own runner) on every window the run has (training and test) and compared with the Keras
+model: it is refused only on a real loss (`check_parity`): window ROC-AUC more than
+`MAX_AUC_DROP` lower, or accuracy lower by more than `MAX_ACCURACY_DROP` and at least
+`MIN_WINDOWS_LOST` windows. The statistic and the number of windows are in every message.
 """
 
 from __future__ import annotations
@@ -20,9 +23,8 @@ from typing import Any, Final
 import numpy as np
 import structlog
 
-from daemon.constants import N_BINS
 from daemon.errors import DataError, ModelError
-from daemon.features import apply_transform
+from daemon.featurespec import FeatureSpec
 from daemon.model import Model
 from daemon.model_meta import ANOMALOUS, FORMAT, QUANTIZATIONS
 from train import metrics
@@ -30,7 +32,13 @@ from train import metrics
 log = structlog.get_logger(__name__)
 
 MAX_ACCURACY_DROP: Final = 0.02
-"""Refuse an export whose held-out accuracy is more than 2 points below the Keras float model's."""
+"""Refuse when accuracy over all windows falls more than 2 points below the Keras model's ..."""
+
+MIN_WINDOWS_LOST: Final = 3
+"""... and at least this many more windows are wrong (one flipped window of 7 is not a loss)."""
+
+MAX_AUC_DROP: Final = 0.01
+"""Refuse when window ROC-AUC over all windows falls more than this below the Keras model's."""
 
 _RUN_FILE: Final = "run.json"
 _MODEL_FILE: Final = "model.keras"
@@ -55,10 +63,15 @@ class ExportReport:
     sha256: str
     threshold: float
     n_heldout: int
+    n_compared: int
+    """Windows (training and test) the TFLite model was compared with Keras on."""
     keras_accuracy: float
     tflite_accuracy: float
+    keras_auc: float | None
+    tflite_auc: float | None
     max_abs_score_diff: float
-    """Largest |P_keras - P_tflite| over the held-out windows."""
+    """Largest |P_keras - P_tflite| over the compared windows."""
+    mean_abs_score_diff: float
     runtime: str
     """The TFLite runtime daemon.model used for the check."""
     metadata: dict[str, Any]
@@ -69,10 +82,13 @@ class ExportReport:
             [
                 f"wrote {self.tflite_path} ({self.size_bytes / 1024:.1f} KiB, {self.quantization})"
                 f" and {self.json_path.name}",
-                f"held-out windows: {self.n_heldout}, threshold {self.threshold:.3f}",
-                f"accuracy: keras {self.keras_accuracy:.4f}, tflite {self.tflite_accuracy:.4f}"
+                f"compared with Keras on {self.n_compared} windows (training and test),"
+                f" threshold {self.threshold:.3f}",
+                f"accuracy: keras {self.keras_accuracy:.4f}, tflite {self.tflite_accuracy:.4f};"
+                f" ROC-AUC: keras {_fmt(self.keras_auc)}, tflite {_fmt(self.tflite_auc)}"
                 f" (via {self.runtime})",
-                f"max |score difference|: {self.max_abs_score_diff:.4f}",
+                f"|score difference|: mean {self.mean_abs_score_diff:.4f},"
+                f" max {self.max_abs_score_diff:.4f}",
             ]
         )
 
@@ -85,10 +101,9 @@ class _Run:
     heldout_features: np.ndarray
     heldout_labels: np.ndarray
     heldout_files: np.ndarray
-
-    @property
-    def transform(self) -> str:
-        return str(self.doc["features"]["transform"])
+    all_features: np.ndarray
+    all_labels: np.ndarray
+    spec: FeatureSpec
 
     @property
     def threshold(self) -> float:
@@ -128,11 +143,9 @@ def export_tflite(
     except Exception as exc:  # Keras raises many types for a bad file; all mean "cannot load"
         raise ModelError(f"export: {run.dir / _MODEL_FILE} cannot be loaded: {exc}") from None
 
-    representative = _transformed(run.transform, run.representative)
+    representative = with_gain_range(run.spec, run.spec.model_input(run.representative))
     content = convert(keras_model, quantize, representative)
-    keras_scores = _keras_scores(
-        keras_model, run, _transformed(run.transform, run.heldout_features)
-    )
+    keras_all = _keras_scores(keras_model, run, run.spec.model_input(run.all_features))
 
     metadata = _metadata(run, name=name, quantize=quantize, content=content)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
@@ -140,21 +153,26 @@ def export_tflite(
         candidate = Path(tmp) / f"{name}.tflite"
         candidate.write_bytes(content)
         candidate.with_suffix(".json").write_text(json.dumps(metadata), encoding="utf-8")
-        runner = Model.load(candidate, expected_features=run.doc["features"])
+        runner = Model.load(candidate)
+        tflite_all = np.asarray(runner.score(run.all_features), dtype=np.float64)
         tflite_scores = np.asarray(runner.score(run.heldout_features), dtype=np.float64)
 
-    keras_metrics = metrics.compute(run.heldout_labels, keras_scores, run.threshold)
+    keras_metrics = metrics.compute(run.all_labels, keras_all, run.threshold)
+    all_metrics = metrics.compute(run.all_labels, tflite_all, run.threshold)
     window_metrics = metrics.compute(run.heldout_labels, tflite_scores, run.threshold)
-    max_diff = float(np.max(np.abs(keras_scores - tflite_scores)))
+    differences = np.abs(keras_all - tflite_all)
+    max_diff = float(np.max(differences))
     log.info(
         "export_checked",
         quantization=quantize,
-        windows=len(tflite_scores),
+        windows=len(tflite_all),
         keras_accuracy=keras_metrics["accuracy"],
-        tflite_accuracy=window_metrics["accuracy"],
+        tflite_accuracy=all_metrics["accuracy"],
+        keras_auc=keras_metrics["roc_auc"],
+        tflite_auc=all_metrics["roc_auc"],
         max_abs_score_diff=round(max_diff, 5),
     )
-    check_accuracy(keras_metrics["accuracy"], window_metrics["accuracy"], quantize=quantize)
+    check_parity(keras_metrics, all_metrics, quantize=quantize)
 
     file_labels, file_scores = metrics.per_file(
         run.heldout_files, run.heldout_labels, tflite_scores
@@ -164,6 +182,13 @@ def export_tflite(
         "file": metrics.compute(file_labels, file_scores, run.threshold),
         "keras_window_accuracy": keras_metrics["accuracy"],
         "max_abs_score_diff_vs_keras": max_diff,
+        "parity": {
+            "windows": len(tflite_all),
+            "keras": {k: keras_metrics[k] for k in ("accuracy", "roc_auc")},
+            "tflite": {k: all_metrics[k] for k in ("accuracy", "roc_auc")},
+            "mean_abs_score_diff": float(np.mean(differences)),
+            "max_abs_score_diff": max_diff,
+        },
     }
     json_path = out.with_suffix(".json")
     # The .tflite first: a reader that sees the new file with the old json refuses it on sha256.
@@ -178,24 +203,82 @@ def export_tflite(
         sha256=metadata["sha256"],
         threshold=run.threshold,
         n_heldout=len(tflite_scores),
+        n_compared=len(tflite_all),
         keras_accuracy=keras_metrics["accuracy"],
-        tflite_accuracy=window_metrics["accuracy"],
+        tflite_accuracy=all_metrics["accuracy"],
+        keras_auc=keras_metrics["roc_auc"],
+        tflite_auc=all_metrics["roc_auc"],
         max_abs_score_diff=max_diff,
+        mean_abs_score_diff=float(np.mean(differences)),
         runtime=runner.runtime,
         metadata=metadata,
     )
 
 
-def check_accuracy(keras_accuracy: float, tflite_accuracy: float, *, quantize: str) -> None:
-    """Raise AccuracyLossError when tflite_accuracy < keras_accuracy - MAX_ACCURACY_DROP."""
-    # A small epsilon so that exactly 2 points (e.g. 0.98 vs 1.00) is not refused by float rounding.
-    if keras_accuracy - tflite_accuracy > MAX_ACCURACY_DROP + 1e-9:
+def check_parity(keras: dict[str, Any], tflite: dict[str, Any], *, quantize: str) -> None:
+    """Raise AccuracyLossError when the converted model really scores worse than Keras.
+
+    `keras` and `tflite` are train.metrics.compute results on the same windows (all of the
+    run's, training and test). A loss is real when ROC-AUC falls by more than MAX_AUC_DROP, or
+    accuracy by more than MAX_ACCURACY_DROP *and* by at least MIN_WINDOWS_LOST windows.
+    """
+    n = int(tflite["n"])
+    advice = (
+        "retrain on more files (calibration and this check use the run's windows), or export"
+        " with --quantize float16 (float weights, about twice the size)"
+    )
+    keras_auc, tflite_auc = keras["roc_auc"], tflite["roc_auc"]
+    # A small epsilon so that exactly the limit (e.g. 0.98 vs 1.00) is not refused by rounding.
+    if (
+        keras_auc is not None
+        and tflite_auc is not None
+        and keras_auc - tflite_auc > MAX_AUC_DROP + 1e-9
+    ):
         raise AccuracyLossError(
-            f"export refused: {quantize} TFLite accuracy {tflite_accuracy:.4f} is"
-            f" {100 * (keras_accuracy - tflite_accuracy):.1f} points below the Keras model's"
-            f" {keras_accuracy:.4f} on the held-out windows (limit"
-            f" {100 * MAX_ACCURACY_DROP:.0f}); try --quantize float16, or a log transform"
+            f"export refused: {quantize} TFLite window ROC-AUC {tflite_auc:.4f} is"
+            f" {keras_auc - tflite_auc:.4f} below the Keras model's {keras_auc:.4f} over"
+            f" {n} windows (training and test; limit {MAX_AUC_DROP}); {advice}"
         )
+    drop = float(keras["accuracy"]) - float(tflite["accuracy"])
+    windows_lost = round(drop * n)
+    if drop > MAX_ACCURACY_DROP + 1e-9 and windows_lost >= MIN_WINDOWS_LOST:
+        raise AccuracyLossError(
+            f"export refused: {quantize} TFLite accuracy {tflite['accuracy']:.4f} is"
+            f" {100 * drop:.1f} points ({windows_lost} of {n} windows) below the Keras model's"
+            f" {keras['accuracy']:.4f} over all windows (training and test; limit"
+            f" {100 * MAX_ACCURACY_DROP:.0f} points and {MIN_WINDOWS_LOST} windows); {advice}"
+        )
+
+
+LOG_INPUT_RANGE: Final = (-10.0, 3.0)
+"""log10 row means the int8 input must represent: the transform's floor (digital silence) up
+to full-scale noise (about 2.6); louder single tones clip at the top, which only a near-clipping
+input reaches (the sensor check flags those windows anyway)."""
+
+
+def with_gain_range(spec: FeatureSpec, representative: np.ndarray) -> np.ndarray:
+    """Calibration rows plus two gain-shifted copies spanning `LOG_INPUT_RANGE`.
+
+    int8 calibration sets the input scale from the rows it sees; a quiet microphone in the
+    field then falls below it and is clipped (seen: 12 of 120 windows flipped). A gain shift
+    adds one constant to every log10 row mean and leaves the physics values alone, so the copies
+    are realistic inputs of a quieter and a louder microphone: for gain-free models (the
+    default and rowmeans presets) everything after the input layer sees the same values.
+    """
+    if spec.transform != "log10_power_mean" or len(representative) == 0:
+        return representative
+    means = representative[:, : spec.n_bins]
+    low, high = LOG_INPUT_RANGE
+    quieter = representative.copy()
+    quieter[:, : spec.n_bins] += low - float(means.min())
+    louder = representative.copy()
+    louder[:, : spec.n_bins] += high - float(means.max())
+    louder[:, : spec.n_bins] = np.maximum(louder[:, : spec.n_bins], low)
+    return np.concatenate([representative, quieter, louder]).astype(np.float32)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _read_run(run_dir: Path) -> _Run:
@@ -203,14 +286,25 @@ def _read_run(run_dir: Path) -> _Run:
     if not run_dir.is_dir():
         raise DataError(f"export: run folder {run_dir} does not exist")
     doc = _read_run_json(run_dir / _RUN_FILE)
-    arrays = _read_calibration(run_dir / _CALIBRATION_FILE)
+    try:
+        spec = FeatureSpec.from_metadata(doc["features"], doc["window_s"])
+    except ValueError as exc:
+        raise DataError(f"export: {run_dir / _RUN_FILE}: {exc}") from None
+    arrays = _read_calibration(run_dir / _CALIBRATION_FILE, spec.width)
+    heldout = arrays["heldout_features"].astype(np.float32)
+    heldout_labels = arrays["heldout_labels"].astype(np.int64)
+    # Runs written before the parity check kept only the held-out windows.
+    everything = arrays.get("all_features", heldout).astype(np.float32)
     return _Run(
         dir=run_dir,
         doc=doc,
         representative=arrays["representative"].astype(np.float32),
-        heldout_features=arrays["heldout_features"].astype(np.float32),
-        heldout_labels=arrays["heldout_labels"].astype(np.int64),
+        heldout_features=heldout,
+        heldout_labels=heldout_labels,
         heldout_files=arrays["heldout_files"].astype(str),
+        all_features=everything,
+        all_labels=arrays.get("all_labels", heldout_labels).astype(np.int64),
+        spec=spec,
     )
 
 
@@ -231,7 +325,7 @@ def _read_run_json(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _read_calibration(path: Path) -> dict[str, np.ndarray]:
+def _read_calibration(path: Path, width: int) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
@@ -243,13 +337,19 @@ def _read_calibration(path: Path) -> dict[str, np.ndarray]:
     missing = [key for key in wanted if key not in arrays]
     if missing:
         raise DataError(f"export: {path} lacks {', '.join(missing)}")
-    for key in ("representative", "heldout_features"):
+    for key in ("representative", "heldout_features", "all_features"):
+        if key not in arrays:
+            continue
         shape = arrays[key].shape
-        if len(shape) != 2 or shape[1] != N_BINS or shape[0] == 0:
-            raise DataError(f"export: {path} {key} has shape {shape}, want (N>0, {N_BINS})")
+        if len(shape) != 2 or shape[1] != width or shape[0] == 0:
+            raise DataError(f"export: {path} {key} has shape {shape}, want (N>0, {width})")
     n = arrays["heldout_features"].shape[0]
     if arrays["heldout_labels"].shape != (n,) or arrays["heldout_files"].shape != (n,):
         raise DataError(f"export: {path} heldout arrays disagree in length")
+    if "all_features" in arrays:
+        n_all = arrays["all_features"].shape[0]
+        if arrays.get("all_labels", np.zeros(0)).shape != (n_all,):
+            raise DataError(f"export: {path} all_features and all_labels disagree in length")
     return arrays
 
 
@@ -270,15 +370,12 @@ def import_tensorflow() -> tuple[Any, Any]:
     return tf, keras
 
 
-def _transformed(transform: str, raw: np.ndarray) -> np.ndarray:
-    return np.asarray(apply_transform(transform, raw), dtype=np.float32)
-
-
 def convert(keras_model: Any, quantize: str, representative: np.ndarray) -> bytes:
     """Keras -> SavedModel -> TFLiteConverter -> .tflite bytes, without any check.
 
     The SavedModel route keeps int8 calibration working across TF/Keras versions.
-    `representative`: TRANSFORMED feature rows (N, 513) for int8 calibration; unused otherwise.
+    `representative`: model-input rows (FeatureSpec.model_input) for int8 calibration; unused
+    otherwise.
     """
     tf, _ = import_tensorflow()
     if quantize == "int8" and len(representative) == 0:

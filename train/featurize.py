@@ -23,14 +23,15 @@ from typing import Final, TextIO
 import numpy as np
 import structlog
 
-from daemon import audio, features, windows
+from daemon import audio, features, physics, windows
 from daemon.constants import HOP_LENGTH, N_BINS, N_FFT, SAMPLE_RATE, WINDOW_S
 from daemon.errors import AudioError
+from daemon.featurespec import FeatureSpec
 from train.data import LabelledFile
 
 log = structlog.get_logger(__name__)
 
-CACHE_FORMAT: Final = 1
+CACHE_FORMAT: Final = 2
 """Bump when the cache file layout changes; old entries are then simply not found."""
 
 DEFAULT_CACHE_DIR: Final = Path("~/.cache/corona-monitor/features")
@@ -57,6 +58,17 @@ class WindowSettings:
         """A stable text of these settings for cache keys."""
         return json.dumps(asdict(self), sort_keys=True)
 
+    @classmethod
+    def of(cls, spec: FeatureSpec) -> WindowSettings:
+        """The windows a model with this FeatureSpec scores (back to back, as the daemon)."""
+        return cls(
+            sample_rate=spec.sample_rate,
+            n_fft=spec.n_fft,
+            hop_length=spec.hop_length,
+            window_s=spec.window_s,
+            hop_s=spec.window_s,
+        )
+
 
 @dataclass(frozen=True)
 class FileFeatures:
@@ -69,6 +81,8 @@ class FileFeatures:
     """float32 (n_windows,)."""
     clipped: np.ndarray
     """float32 (n_windows,): fraction of samples at full scale."""
+    physics: np.ndarray
+    """float64 (n_windows, physics.MEASUREMENT_SIZE): `Measurement.to_array` of each window."""
     sha256: str
 
     @property
@@ -114,11 +128,19 @@ class FeatureSet:
         group = np.concatenate([np.full(f.n_windows, i) for i, f in enumerate(self.files)])
         return x, y.astype(int), group.astype(int)
 
+    def vectors(self, spec: FeatureSpec) -> np.ndarray:
+        """Raw feature vectors (N, spec.width) of all windows, as the daemon scores them."""
+        means, _, _ = self.stacked()
+        if not self.files:
+            return np.zeros((0, spec.width), np.float32)
+        measurements = np.concatenate([f.physics for f in self.files])
+        return spec.vectors(means, measurements)
+
 
 def _source_fingerprint() -> str:
     """sha256 of the daemon modules that make features: changing them invalidates the cache."""
     digest = hashlib.sha256()
-    for module in (audio, features, windows):
+    for module in (audio, features, physics, windows):
         source = Path(module.__file__ or "")
         digest.update(source.read_bytes() if source.is_file() else module.__name__.encode())
     return digest.hexdigest()
@@ -146,7 +168,7 @@ def _cache_path(cache_dir: Path, key: str) -> Path:
 def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path) as data:
-            return {name: data[name] for name in ("features", "level_dbfs", "clipped")}
+            return {name: data[name] for name in ("features", "level_dbfs", "clipped", "physics")}
     except (OSError, ValueError, KeyError):
         return None  # missing or damaged entry: recompute it
 
@@ -160,6 +182,7 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
         features=arrays["features"],
         level_dbfs=arrays["level_dbfs"],
         clipped=arrays["clipped"],
+        physics=arrays["physics"],
     )
     tmp.replace(path)
 
@@ -181,6 +204,7 @@ def _compute(path: Path, settings: WindowSettings) -> dict[str, np.ndarray]:
         "features": np.stack([np.asarray(w.features, np.float32) for w in cut]),
         "level_dbfs": np.asarray([w.level_dbfs for w in cut], np.float32),
         "clipped": np.asarray([w.clipped for w in cut], np.float32),
+        "physics": np.stack([w.physics.to_array() for w in cut]),
     }
 
 
@@ -297,6 +321,7 @@ def featurize(
             features=arrays["features"].astype(np.float32),
             level_dbfs=arrays["level_dbfs"],
             clipped=arrays["clipped"],
+            physics=np.asarray(arrays["physics"], np.float64),
             sha256=digest,
         )
         for index, (arrays, digest) in sorted(results.items())

@@ -19,17 +19,17 @@ import numpy as np
 import structlog
 import tensorflow as tf
 
-from daemon import features as daemon_features
 from daemon.errors import DataError
+from daemon.featurespec import FeatureSpec
 from train import data, featurize, metrics, splits
 from train import plots as plotting
-from train.presets import Preset, build_model
+from train.presets import Preset, augment_eq, build_model
 from train.scoring import choose_threshold, evaluate, interval, json_safe
 
 log = structlog.get_logger(__name__)
 
-REPRESENTATIVE_MAX: Final = 500
-"""At most this many training windows go to calibration.npz for int8 calibration."""
+REPRESENTATIVE_MAX: Final = 2000
+"""At most this many training windows calibrate int8 (all of them in small runs)."""
 
 METRIC_NAMES: Final = ("accuracy", "roc_auc", "precision", "recall", "f1")
 
@@ -46,6 +46,7 @@ class Trained:
 
     model: keras.Model
     preset: Preset
+    spec: FeatureSpec
     threshold: float
     history: dict[str, list[float]]
     epochs_run: int
@@ -55,9 +56,11 @@ class Trained:
     validation_metrics: dict[str, Any] | None = None
 
 
-def transform(name: str, raw: np.ndarray) -> np.ndarray:
-    """daemon.features' named transform of a batch of raw row means (float32)."""
-    return daemon_features.apply_transform(name, np.asarray(raw, np.float32))
+def transform(spec: FeatureSpec, raw: np.ndarray) -> np.ndarray:
+    """The model input (FeatureSpec.model_input) of a batch of raw feature vectors."""
+    if len(raw) == 0:
+        return np.zeros((0, spec.width), np.float32)
+    return spec.model_input(np.asarray(raw, np.float32))
 
 
 def scores_of(model: keras.Model, preset_output: str, inputs: np.ndarray) -> np.ndarray:
@@ -78,17 +81,18 @@ def setup_tensorflow(seed: int) -> None:
 
 def train_model(
     preset: Preset,
+    spec: FeatureSpec,
     raw: np.ndarray,
     labels: np.ndarray,
     window_files: np.ndarray,
     *,
     seed: int,
 ) -> Trained:
-    """Train `preset` on the given windows (all from training files); `window_files` groups them
-    by file, so a validation part is carved out of whole files."""
+    """Train `preset` on the given raw vectors (all from training files); `window_files` groups
+    them by file, so a validation part is carved out of whole files."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    inputs = transform(preset.transform, raw)
+    inputs = transform(spec, raw)
     labels = np.asarray(labels, int)
     files = np.unique(window_files)
     file_labels = np.array([labels[window_files == f][0] for f in files])
@@ -107,7 +111,16 @@ def train_model(
             val_mask = splits.window_mask(window_files, files[part.test])
             fit_mask = ~val_mask
 
-    model = build_model(preset, inputs[fit_mask])
+    fit_inputs, fit_labels, _ = augment_eq(
+        inputs[fit_mask],
+        labels[fit_mask],
+        window_files[fit_mask],
+        spec=spec,
+        max_db=preset.eq_augment_db,
+        copies=preset.eq_copies,
+        rng=np.random.default_rng(seed),
+    )
+    model = build_model(preset, spec, fit_inputs)
     callbacks: list[keras.callbacks.Callback] = []
     validation = None
     if val_mask.any():
@@ -120,11 +133,11 @@ def train_model(
             )
     class_weight = None
     if preset.class_weights:
-        counts = np.bincount(labels[fit_mask], minlength=2).astype(float)
+        counts = np.bincount(fit_labels, minlength=2).astype(float)
         class_weight = {c: float(counts.sum() / (2 * counts[c])) for c in (0, 1) if counts[c]}
     result = model.fit(
-        inputs[fit_mask],
-        _targets(preset, labels[fit_mask]),
+        fit_inputs,
+        _targets(preset, fit_labels),
         batch_size=preset.batch_size,
         epochs=preset.epochs,
         validation_data=validation,
@@ -150,6 +163,7 @@ def train_model(
     return Trained(
         model=model,
         preset=preset,
+        spec=spec,
         threshold=threshold,
         history=history,
         epochs_run=epochs_run,
@@ -195,6 +209,7 @@ def fit(
     strict: bool = False,
     cache_dir: Path | None = featurize.DEFAULT_CACHE_DIR,
     window_s: float | None = None,
+    line_hz: str | int = "auto",
     command: str = "",
     plots: bool = True,
     say: Say = _quiet,
@@ -228,17 +243,20 @@ def fit(
     kept.require_both_classes()
 
     setup_tensorflow(seed)
-    raw, labels, window_files = feats.stacked()
+    spec = preset.feature_spec(window_s=settings.window_s, line_hz=line_hz)
+    means, labels, window_files = feats.stacked()
+    raw = feats.vectors(spec)
     file_labels = np.array([f.file.label for f in feats.files], int)
 
     cv_result = None
     if cv_folds:
         cv_result = cross_validate(
             preset,
-            raw,
-            labels,
-            window_files,
-            file_labels,
+            spec,
+            raw=raw,
+            labels=labels,
+            window_files=window_files,
+            file_labels=file_labels,
             folds=cv_folds,
             repeats=cv_repeats,
             seed=seed,
@@ -250,13 +268,11 @@ def fit(
     test_mask = ~train_mask
     say(f"training {preset.name} on {len(split.train)} files, testing on {len(split.test)}")
     trained = train_model(
-        preset, raw[train_mask], labels[train_mask], window_files[train_mask], seed=seed
+        preset, spec, raw[train_mask], labels[train_mask], window_files[train_mask], seed=seed
     )
-    test_scores = scores_of(
-        trained.model, preset.output, transform(preset.transform, raw[test_mask])
-    )
+    test_scores = scores_of(trained.model, preset.output, transform(spec, raw[test_mask]))
     test = evaluate(labels[test_mask], test_scores, window_files[test_mask], trained.threshold)
-    all_scores = scores_of(trained.model, preset.output, transform(preset.transform, raw))
+    all_scores = scores_of(trained.model, preset.output, transform(spec, raw))
 
     report = FitReport(
         run_dir=run_dir,
@@ -295,7 +311,7 @@ def fit(
             test_scores=test_scores,
             test_files=window_files[test_mask],
             threshold=trained.threshold,
-            raw=raw[train_mask],
+            raw=means[train_mask],
             raw_labels=labels[train_mask],
             examples=_examples(feats, split.test),
             settings=settings,
@@ -315,11 +331,12 @@ def _examples(feats: featurize.FeatureSet, test_files: np.ndarray) -> dict[str, 
 
 def cross_validate(
     preset: Preset,
+    spec: FeatureSpec,
+    *,
     raw: np.ndarray,
     labels: np.ndarray,
     window_files: np.ndarray,
     file_labels: np.ndarray,
-    *,
     folds: int,
     repeats: int,
     seed: int,
@@ -333,11 +350,9 @@ def cross_validate(
     ):
         train_mask = splits.window_mask(window_files, split.train)
         trained = train_model(
-            preset, raw[train_mask], labels[train_mask], window_files[train_mask], seed=seed
+            preset, spec, raw[train_mask], labels[train_mask], window_files[train_mask], seed=seed
         )
-        test_scores = scores_of(
-            trained.model, preset.output, transform(preset.transform, raw[~train_mask])
-        )
+        test_scores = scores_of(trained.model, preset.output, transform(spec, raw[~train_mask]))
         result = evaluate(
             labels[~train_mask], test_scores, window_files[~train_mask], trained.threshold
         )
@@ -395,12 +410,17 @@ def _write_run_dir(
         rng.choice(train_rows, min(REPRESENTATIVE_MAX, len(train_rows)), replace=False)
     )
     names = np.array([f.file.name for f in feats.files])
+    # Every window (training and test) goes along: export compares the converted model with
+    # the Keras one on all of them, not on a handful of held-out windows.
     np.savez(
         run_dir / "calibration.npz",
         representative=raw[chosen].astype(np.float32),
         heldout_features=raw[~train_mask].astype(np.float32),
         heldout_labels=labels[~train_mask].astype(np.int64),
         heldout_files=names[window_files[~train_mask]].astype(str),
+        all_features=raw.astype(np.float32),
+        all_labels=labels.astype(np.int64),
+        all_files=names[window_files].astype(str),
     )
 
     settings = feats.settings
@@ -409,14 +429,7 @@ def _write_run_dir(
         per_label[f.file.label_name] = per_label.get(f.file.label_name, 0) + 1
     run = {
         "preset": preset.name,
-        "features": {
-            "sample_rate": settings.sample_rate,
-            "n_fft": settings.n_fft,
-            "hop_length": settings.hop_length,
-            "window": "hann",
-            "center": True,
-            "transform": preset.transform,
-        },
+        "features": trained.spec.to_metadata(),
         "window_s": settings.window_s,
         "hop_s": settings.hop_s,
         "classes": list(data.CLASSES),
@@ -437,6 +450,12 @@ def _write_run_dir(
             "early_stopping_patience": preset.patience,
             "validation_fraction": preset.validation_fraction,
             "tune_threshold": preset.tune_threshold,
+            "physics": preset.physics,
+            "spectrum": preset.spectrum,
+            "bands": preset.bands,
+            "eq_augment_db": preset.eq_augment_db,
+            "eq_copies": preset.eq_copies,
+            "l2": preset.l2,
         },
         "epochs_run": trained.epochs_run,
         "best_epoch": trained.best_epoch,

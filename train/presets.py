@@ -1,21 +1,27 @@
 """Training presets: the notebook's `seed` model, reproduced exactly, and the better `default`.
 
 A preset is data (hyper-parameters) plus `build_model`, which makes its Keras model. Models take
-TRANSFORMED features (daemon.features.apply_transform(preset.transform, raw)); anything else
-(gain removal, standardization) is a layer inside the model so the daemon feeds the same input.
+`FeatureSpec.model_input` of raw vectors (row means transformed, physics values in bels); any
+selection, pooling, gain removal or standardization is a layer inside the model, so the daemon
+feeds every model the same input and the model keeps what it was trained on.
+
+Presets: `seed` (the notebook), `rowmeans` (the 513 log row means only: the default before the
+physics block, kept for comparison), `default` (physics block + coarse gain-free spectrum
+bands) and `physics` (the physics block alone).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 import keras
 import numpy as np
 
-from daemon.constants import N_BINS
+from daemon.constants import N_BINS, SAMPLE_RATE
 from daemon.errors import DataError
+from daemon.featurespec import FeatureSpec, PhysicsSpec
 
 POWER_MEAN: Final = "power_mean"
 LOG10_POWER_MEAN: Final = "log10_power_mean"
@@ -52,6 +58,24 @@ class Preset:
     loss: str
     optimizer: str = "adam"
     fixed_threshold: float = 0.5
+    physics: bool = False
+    """Whether the model consumes the physics block (FeatureSpec.physics)."""
+    spectrum: Literal["bins", "bands", "none"] = "bins"
+    """How the row means enter: all 513 bins, `bands` log-spaced band levels, or not at all."""
+    bands: int = 8
+    """Number of log-spaced bands (50 Hz-22 kHz) when spectrum is 'bands'."""
+    eq_augment_db: float = 0.0
+    """Training copies get a random smooth microphone response of up to +-this many dB
+    (0 = none): the spectrum part must not learn one microphone's colour."""
+    eq_copies: int = 0
+    """Augmented copies per training window (with eq_augment_db > 0)."""
+    l2: float = 0.0
+    """L2 penalty on the hidden layer's weights."""
+
+    def feature_spec(self, *, window_s: float, line_hz: str | int = "auto") -> FeatureSpec:
+        """The FeatureSpec a model of this preset consumes."""
+        physics = PhysicsSpec(line_hz=line_hz) if self.physics else None  # type: ignore[arg-type]
+        return FeatureSpec(transform=self.transform, window_s=window_s, physics=physics)
 
     def replace(self, **changes: object) -> Preset:
         """A copy with some fields changed (used by --epochs and ablations)."""
@@ -77,7 +101,7 @@ SEED: Final = Preset(
 )
 """The notebook: raw power means -> Dense(16, relu) -> Dropout(0.3) -> Dense(2, softmax)."""
 
-DEFAULT: Final = Preset(
+_ROWMEANS_DEFAULT: Final = Preset(
     name="default",
     transform=LOG10_POWER_MEAN,
     output="sigmoid",
@@ -97,7 +121,25 @@ DEFAULT: Final = Preset(
 """log10 features, gain removed and standardized inside the model, class weights, early stopping
 and a threshold tuned on a validation part of the training files (choices measured with --cv)."""
 
-PRESETS: Final = {"seed": SEED, "default": DEFAULT}
+ROWMEANS: Final = _ROWMEANS_DEFAULT.replace(name="rowmeans")
+"""The default before the physics block (513 log row means only), kept for comparison."""
+
+DEFAULT: Final = _ROWMEANS_DEFAULT.replace(
+    physics=True,
+    spectrum="bands",
+    bands=8,
+    eq_augment_db=6.0,
+    eq_copies=2,
+    l2=1e-3,
+)
+"""The physics block (line-locked modulation, hum, crackle) with 8 gain-free band levels, a
+random microphone response on training copies, L2 and dropout: chosen on held-out sources
+(bench/robustness.py), not on the synth it was trained on."""
+
+PHYSICS: Final = DEFAULT.replace(name="physics", spectrum="none", eq_copies=0, eq_augment_db=0.0)
+"""The physics block alone (an ablation: no spectrum at all)."""
+
+PRESETS: Final = {"seed": SEED, "default": DEFAULT, "rowmeans": ROWMEANS, "physics": PHYSICS}
 
 
 def get(name: str) -> Preset:
@@ -105,12 +147,12 @@ def get(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise DataError(f"unknown preset {name!r}: choose {' or '.join(PRESETS)}") from None
+        raise DataError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}") from None
 
 
-def build_model(preset: Preset, train_inputs: np.ndarray) -> keras.Model:
-    """A compiled Keras model for `preset`; `train_inputs` (transformed training features) adapt
-    the standardization layer and are not used otherwise."""
+def build_model(preset: Preset, spec: FeatureSpec, train_inputs: np.ndarray) -> keras.Model:
+    """A compiled Keras model for `preset` on `spec`'s input; `train_inputs` (model inputs of the
+    training split) adapt the standardization layer and are not used otherwise."""
     if preset.name == SEED.name:
         # Exactly the notebook's Sequential stack (layer types, units, activations, dropout).
         model: keras.Model = keras.Sequential(
@@ -123,7 +165,7 @@ def build_model(preset: Preset, train_inputs: np.ndarray) -> keras.Model:
             name="seed",
         )
     else:
-        model = _build_default(preset, train_inputs)
+        model = _build_default(preset, spec, train_inputs)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=preset.learning_rate),
         loss=preset.loss,
@@ -132,28 +174,51 @@ def build_model(preset: Preset, train_inputs: np.ndarray) -> keras.Model:
     return model
 
 
-def _build_default(preset: Preset, train_inputs: np.ndarray) -> keras.Model:
-    inputs = keras.Input(shape=(N_BINS,), name="features")
-    x = inputs
-    if preset.gain_invariant:
-        if preset.transform != LOG10_POWER_MEAN:
-            raise DataError("gain_invariant needs the log10_power_mean transform")
-        # Mean over bins as a frozen Dense(1) and a broadcast Subtract: built-in layers only, so
-        # the saved model loads without custom code and converts to int8 TFLite.
-        mean = keras.layers.Dense(
-            1,
-            use_bias=False,
-            trainable=False,
-            kernel_initializer=keras.initializers.Constant(1.0 / N_BINS),
-            name="bin_mean",
-        )(x)
-        x = keras.layers.Subtract(name="gain_removed")([x, mean])
-    if preset.standardize:
-        norm = keras.layers.Normalization(axis=-1, name="standardize")
-        before = keras.Model(inputs, x)
-        norm.adapt(np.asarray(before.predict(train_inputs, verbose=0), np.float32))
-        x = norm(x)
-    x = keras.layers.Dense(preset.hidden_units, activation="relu", name="hidden")(x)
+def band_matrix(spec: FeatureSpec, bands: int, *, gain_free: bool) -> np.ndarray:
+    """(spec.width, bands): each column averages the log row means of one log-spaced band
+    (50 Hz to Nyquist, DC left out); gain_free subtracts the mean over bands, which removes a
+    microphone gain (a constant added to every log bin). Physics rows are zero."""
+    freqs = np.arange(spec.n_bins) * spec.sample_rate / spec.n_fft
+    edges = np.geomspace(50.0, spec.sample_rate / 2, bands + 1)
+    matrix = np.zeros((spec.width, bands), np.float32)
+    for band in range(bands):
+        inside = np.flatnonzero((freqs >= edges[band]) & (freqs < edges[band + 1]))
+        if inside.size == 0:  # a band narrower than one bin takes the nearest bin
+            inside = np.array([int(np.argmin(np.abs(freqs - edges[band])))])
+        matrix[inside, band] = 1.0 / inside.size
+    if gain_free:
+        matrix[: spec.n_bins] -= matrix[: spec.n_bins].mean(axis=1, keepdims=True)
+    return matrix
+
+
+def _selection(width: int, columns: range) -> np.ndarray:
+    matrix = np.zeros((width, len(columns)), np.float32)
+    for out, column in enumerate(columns):
+        matrix[column, out] = 1.0
+    return matrix
+
+
+def _frozen(matrix: np.ndarray, name: str) -> keras.layers.Dense:
+    """A fixed linear map as a frozen Dense: built-in layers only, so int8 conversion works."""
+    return keras.layers.Dense(
+        matrix.shape[1],
+        use_bias=False,
+        trainable=False,
+        kernel_initializer=keras.initializers.Constant(matrix),
+        name=name,
+    )
+
+
+def _build_default(preset: Preset, spec: FeatureSpec, train_inputs: np.ndarray) -> keras.Model:
+    inputs = keras.Input(shape=(spec.width,), name="features")
+    if preset.spectrum == "bins":
+        x = _all_bins(preset, spec, inputs, train_inputs)
+    else:
+        x = _projected(preset, spec, inputs, train_inputs)
+    regularizer = keras.regularizers.L2(preset.l2) if preset.l2 > 0 else None
+    x = keras.layers.Dense(
+        preset.hidden_units, activation="relu", kernel_regularizer=regularizer, name="hidden"
+    )(x)
     if preset.dropout > 0:
         x = keras.layers.Dropout(preset.dropout, name="dropout")(x)
     if preset.output == "sigmoid":
@@ -161,3 +226,108 @@ def _build_default(preset: Preset, train_inputs: np.ndarray) -> keras.Model:
     else:
         outputs = keras.layers.Dense(2, activation="softmax", name="classes")(x)
     return keras.Model(inputs, outputs, name=preset.name)
+
+
+def _all_bins(
+    preset: Preset, spec: FeatureSpec, inputs: keras.KerasTensor, train_inputs: np.ndarray
+) -> keras.KerasTensor:
+    """All 513 log bins, gain removed, standardized per bin (the `rowmeans` preset's stack)."""
+    x = inputs
+    if spec.physics is not None:
+        x = _frozen(_selection(spec.width, range(spec.n_bins)), "row_means")(x)
+    if preset.gain_invariant:
+        if preset.transform != LOG10_POWER_MEAN:
+            raise DataError("gain_invariant needs the log10_power_mean transform")
+        # Mean over bins as a frozen Dense(1) and a broadcast Subtract: built-in layers only.
+        mean = _frozen(np.full((spec.n_bins, 1), 1.0 / spec.n_bins, np.float32), "bin_mean")(x)
+        x = keras.layers.Subtract(name="gain_removed")([x, mean])
+    if preset.standardize:
+        norm = keras.layers.Normalization(axis=-1, name="standardize")
+        before = keras.Model(inputs, x)
+        norm.adapt(np.asarray(before.predict(train_inputs, verbose=0), np.float32))
+        x = norm(x)
+    return x
+
+
+def _projected(
+    preset: Preset, spec: FeatureSpec, inputs: keras.KerasTensor, train_inputs: np.ndarray
+) -> keras.KerasTensor:
+    """Band levels and physics values, gain removed and standardized, in two frozen Dense maps.
+
+    1. ``pooled``: each band's mean log level and the physics columns (every kernel column
+       holds one repeated weight, so int8 quantizes it exactly, per channel);
+    2. ``standardized_inputs``: the mean band level subtracted (a microphone gain) and every
+       value standardized on the training split, folded into a small kernel and bias.
+
+    Not a Normalization layer: TFLite quantizes its mean vector with one scale for all
+    features, which clipped features whose means differ (bels of hum beside band levels), and
+    not one combined kernel: int8 rounded the gain subtraction's tiny weights to zero.
+    """
+    matrices = []
+    n_bands = 0
+    if preset.spectrum == "bands":
+        matrices.append(band_matrix(spec, preset.bands, gain_free=False))
+        n_bands = preset.bands
+    if preset.physics:
+        if spec.physics is None:
+            raise DataError(f"preset {preset.name} needs the physics block in its FeatureSpec")
+        matrices.append(_selection(spec.width, range(spec.n_bins, spec.width)))
+    if not matrices:
+        raise DataError(f"preset {preset.name} consumes nothing (no spectrum, no physics)")
+    pooling = np.concatenate(matrices, axis=1).astype(np.float32)
+    size = pooling.shape[1]
+    affine = np.eye(size)
+    if preset.gain_invariant and n_bands:
+        affine[:n_bands, :n_bands] -= 1.0 / n_bands
+    bias = np.zeros(size)
+    if preset.standardize:
+        projected = (np.asarray(train_inputs, np.float64) @ pooling) @ affine
+        mean = projected.mean(axis=0)
+        std = np.maximum(projected.std(axis=0), 1e-3)
+        affine, bias = affine / std, -mean / std
+    pooled = _frozen(pooling, "pooled")(inputs)
+    return keras.layers.Dense(
+        size,
+        use_bias=True,
+        trainable=False,
+        kernel_initializer=keras.initializers.Constant(affine.astype(np.float32)),
+        bias_initializer=keras.initializers.Constant(bias.astype(np.float32)),
+        name="standardized_inputs",
+    )(pooled)
+
+
+def augment_eq(
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    *,
+    spec: FeatureSpec,
+    max_db: float,
+    copies: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The training rows plus `copies` copies of each with a random microphone response.
+
+    A response is a smooth curve over log frequency (a tilt, a low cut and a resonance, each up
+    to +-max_db) added to the log10 row means (dB / 10); physics columns are ratios the curve
+    does not change and stay as they are. Returns (inputs, labels, groups) with the copies.
+    """
+    if copies <= 0 or max_db <= 0 or spec.transform != LOG10_POWER_MEAN:
+        return inputs, labels, groups
+    freqs = np.maximum(np.arange(spec.n_bins) * spec.sample_rate / spec.n_fft, 20.0)
+    octaves = np.log2(freqs / 1000.0)  # -5.6 .. +4.4
+    out, out_labels, out_groups = [inputs], [labels], [groups]
+    for _ in range(copies):
+        n = inputs.shape[0]
+        tilt = rng.uniform(-1, 1, (n, 1)) * max_db / 5.0 * octaves  # dB
+        cut_hz = np.exp(rng.uniform(np.log(30.0), np.log(400.0), (n, 1)))
+        low_cut = -max_db * rng.uniform(0, 1, (n, 1)) / (1.0 + (freqs / cut_hz) ** 2)
+        centre = rng.uniform(np.log2(1000 / 1000), np.log2(SAMPLE_RATE / 4 / 1000), (n, 1))
+        peak = rng.uniform(-1, 1, (n, 1)) * max_db * np.exp(-0.5 * ((octaves - centre) / 0.5) ** 2)
+        curve_bels = (tilt + low_cut + peak) / 10.0
+        copy = inputs.copy()
+        copy[:, : spec.n_bins] += curve_bels.astype(np.float32)
+        out.append(copy)
+        out_labels.append(labels)
+        out_groups.append(groups)
+    return np.concatenate(out), np.concatenate(out_labels), np.concatenate(out_groups)

@@ -1,0 +1,374 @@
+"""Physics of corona in one window: line-locked modulation, tonal hum and crackle, in dB.
+
+Why these numbers: corona pulses fire near the voltage crest of every half-cycle, so the
+high-frequency energy of a discharging conductor swells and fades at exactly twice the line
+frequency (100 Hz on 50 Hz grids, 120 Hz on 60 Hz) and its harmonics; the space charge driven
+back and forth radiates a tonal hum at the same frequencies; and each pulse is a sharp click, so
+the high band is impulsive. Rain, wind, birds, rivers and traffic can be loud, hissy and
+impulsive, but they are not phase-locked to the grid: the modulation at exactly 2f is what tells
+corona from weather, whatever the microphone, gain or site.
+
+Signals (all of one window's own samples x[j], j = 0..n-1, at 44.1 kHz):
+
+- high band: the second difference ``d[j] = x[j] - 2 x[j-1] + x[j-2]``, a +12 dB/octave
+  high-pass with gain ``(2 sin(pi f / fs))**2``: -74 dB at 100 Hz, -46 dB at 500 Hz,
+  -11 dB at 2 kHz, 0 dB at 7.35 kHz. It removes hum and wind rumble and keeps the hiss and
+  clicks of discharge, for three numpy operations per sample.
+- high-band envelope: ``e[b] = sqrt(sum of d[j]**2 over block b)``, blocks of `ENVELOPE_BLOCK`
+  (32) samples, i.e. the RMS amplitude of the high band at 1378.1 Hz (modulations up to
+  689 Hz: 2f and its 2nd and 3rd harmonics for both grids). The amplitude (not energy) keeps
+  one loud raindrop from outweighing a steady pulse train.
+- low band: block sums of `ENVELOPE_BLOCK` (32) samples of x, i.e. x low-passed by a boxcar
+  and sampled at 1378.1 Hz (hum up to 689 Hz; a boxcar attenuates what folds onto 2f, such
+  as 1278 Hz onto 100 Hz, by about 22 dB).
+
+Spectra: Welch averages of Hann-windowed segments (50 % overlap) of 1.486 s, so bins are
+0.673 Hz apart: fine enough to see a tone at 2f exactly (the STFT's 43 Hz bins cannot) and wide
+enough for the grid's drift (+-0.1 Hz). For harmonic h = 1, 2, 3 of 2f:
+``peak_h`` = the largest bin within `PEAK_HALF_WIDTH_HZ` of ``2 h f``; ``floor_h`` = the median
+bin from `FLOOR_NEAR_HZ` to `FLOOR_FAR_HZ` away on both sides (the local floor).
+
+Values (`NAMES`, in this order):
+
+- ``mod_db``: ``10 log10(sum_h peak_h / sum_h floor_h)`` of the envelope spectrum: how far the
+  line-locked modulation of the high band stands above the modulation around it. About +4 dB
+  for unmodulated noise (the largest of a few bins over the median), +10 to +40 dB for corona.
+- ``mod_depth``: modulation index ``sqrt(sum_h 2 (peak_h - floor_h)) / mean(e)``, a ratio:
+  the line-locked swing of the high-band amplitude as a fraction of its mean (0 = none,
+  1 = fully on/off at every crest). Falls as unmodulated background adds to the mean.
+- ``hum_db``: ``10 log10(sum_h peak_h / sum_h floor_h)`` of the low-band spectrum: the tonal
+  hum at 2f and harmonics over the spectrum beside it (0 to +5 dB without a tone).
+- ``crackle_db``: ``10 log10(mean(E**2) / mean(E)**2)`` with ``E[b] = e[b]**2`` the high-band
+  energy of each 0.73 ms block: the crest of the high band's power. About 0.5 dB for white hiss
+  at any level, about ``10 log10(1 / duty)`` for clicks that fill a fraction ``duty`` of the
+  blocks (rain is impulsive too: this only means something together with ``mod_db``).
+- ``line_hz``: the line frequency the values were measured at (50 or 60), fixed by
+  configuration or, with ``auto``, whichever gives the larger ``mod_db + hum_db``.
+
+A window too short for one spectrum segment reports the neutral values (0 dB, depth 0).
+Streaming (`PhysicsAccumulator`) gives exactly the batch result (`measure`): samples are
+consumed in whole blocks whose arithmetic does not depend on how the stream was cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+from daemon.constants import SAMPLE_RATE
+
+VERSION: Final = 1
+"""Bump when any value's definition changes: models and feature caches carry it."""
+
+ENVELOPE_BLOCK: Final = 32
+"""Samples of the high band per envelope value (1378.1 Hz at 44.1 kHz)."""
+
+SEGMENT: Final = 2048
+"""Envelope or low-band values per Welch segment (1.486 s, bins 0.673 Hz apart)."""
+
+HARMONICS: Final = (1, 2, 3)
+"""Harmonics of twice the line frequency that are measured (100/200/300 or 120/240/360 Hz)."""
+
+PEAK_HALF_WIDTH_HZ: Final = 1.0
+"""A peak is searched this far either side of its nominal frequency (grid drift, bin edges)."""
+
+FLOOR_NEAR_HZ: Final = 3.0
+FLOOR_FAR_HZ: Final = 15.0
+"""The local floor is the median of the bins this far (near..far) either side of a peak."""
+
+LINE_FREQUENCIES: Final = (50, 60)
+LineSetting = Literal[50, 60, "auto"]
+
+NAMES: Final = ("mod_db", "mod_depth", "hum_db", "crackle_db")
+"""The model-facing physics values, in vector order (``line_hz`` is reported beside them)."""
+
+RATIO_LIMIT_DB: Final = 60.0
+"""Ratios are clipped to +-60 dB: a pure synthetic tone over a zero floor stays finite."""
+
+_MIN_SEGMENT: Final = 64
+"""Shortest Welch segment used for short windows (a tail or a short file)."""
+
+
+@dataclass(frozen=True)
+class LineEvidence:
+    """The line-dependent values measured at one line frequency."""
+
+    line_hz: int
+    mod_db: float
+    mod_depth: float
+    hum_db: float
+
+
+@dataclass(frozen=True)
+class Physics:
+    """The physics values of one window (see the module docstring for each formula)."""
+
+    line_hz: int
+    mod_db: float
+    mod_depth: float
+    hum_db: float
+    crackle_db: float
+
+    def values(self) -> tuple[float, ...]:
+        """The model-facing values in `NAMES` order."""
+        return (self.mod_db, self.mod_depth, self.hum_db, self.crackle_db)
+
+    def as_dict(self) -> dict[str, float | int]:
+        """The verdict's ``physics`` object (rounded for people; the model sees full values)."""
+        return {
+            "line_hz": self.line_hz,
+            "mod_db": round(self.mod_db, 2),
+            "mod_depth": round(self.mod_depth, 4),
+            "hum_db": round(self.hum_db, 2),
+            "crackle_db": round(self.crackle_db, 2),
+        }
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Everything measured about one window, for both line frequencies (select one later)."""
+
+    by_line: tuple[LineEvidence, ...]
+    """One entry per `LINE_FREQUENCIES`, same order."""
+    crackle_db: float
+
+    def select(self, line: LineSetting) -> Physics:
+        """The values at a fixed line frequency, or at the stronger one for ``auto``."""
+        if line == "auto":
+            evidence = max(self.by_line, key=lambda e: e.mod_db + e.hum_db)
+        else:
+            evidence = next(e for e in self.by_line if e.line_hz == line)
+        return Physics(
+            line_hz=evidence.line_hz,
+            mod_db=evidence.mod_db,
+            mod_depth=evidence.mod_depth,
+            hum_db=evidence.hum_db,
+            crackle_db=self.crackle_db,
+        )
+
+    def to_array(self) -> npt.NDArray[np.float64]:
+        """A flat float64 array (for caches): per line mod_db, mod_depth, hum_db; crackle."""
+        flat = [v for e in self.by_line for v in (e.mod_db, e.mod_depth, e.hum_db)]
+        return np.array([*flat, self.crackle_db], dtype=np.float64)
+
+    @classmethod
+    def from_array(cls, array: npt.ArrayLike) -> Measurement:
+        """Inverse of `to_array`."""
+        values = [float(v) for v in np.asarray(array, dtype=np.float64).ravel()]
+        if len(values) != MEASUREMENT_SIZE:
+            raise ValueError(f"physics: expected {MEASUREMENT_SIZE} values, got {len(values)}")
+        by_line = tuple(
+            LineEvidence(line, *values[3 * i : 3 * i + 3])
+            for i, line in enumerate(LINE_FREQUENCIES)
+        )
+        return cls(by_line=by_line, crackle_db=values[-1])
+
+
+MEASUREMENT_SIZE: Final = 3 * len(LINE_FREQUENCIES) + 1
+"""Length of `Measurement.to_array`."""
+
+
+def check_line_setting(value: object, *, key: str = "features.line_hz") -> LineSetting:
+    """``value`` as a line setting, or ValueError naming ``key``."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int) and not isinstance(value, bool) and value in LINE_FREQUENCIES:
+        return 50 if value == 50 else 60
+    raise ValueError(f"{key}: expected 50, 60 or auto, got {value!r}")
+
+
+@lru_cache(maxsize=8)
+def _hann(n: int) -> npt.NDArray[np.float64]:
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+    window.flags.writeable = False
+    return window
+
+
+def welch_power(signal: npt.NDArray[np.float64], segment: int) -> npt.NDArray[np.float64]:
+    """One-sided power spectrum (Welch, Hann, 50 % overlap, each segment's mean removed).
+
+    Scaled so that a sinusoid of amplitude A centred on a bin reads A**2 / 2 there.
+    ``segment`` must not exceed ``len(signal)``.
+    """
+    frames = sliding_window_view(signal, segment)[:: segment // 2]
+    window = _hann(segment)
+    centred = frames - frames.mean(axis=1, keepdims=True)
+    spectrum = np.fft.rfft(centred * window, axis=1)
+    power = np.mean(spectrum.real**2 + spectrum.imag**2, axis=0)
+    power *= 2.0 / float(window.sum()) ** 2
+    return np.asarray(power, dtype=np.float64)
+
+
+def _segment_for(n_values: int, preferred: int) -> int | None:
+    """The Welch segment for ``n_values`` values: preferred, or the largest power of 2 that fits."""
+    if n_values >= preferred:
+        return preferred
+    if n_values < _MIN_SEGMENT:
+        return None
+    return 1 << (n_values.bit_length() - 1)
+
+
+def _ratio_db(peak: float, floor: float) -> float:
+    if peak <= 0.0 and floor <= 0.0:
+        return 0.0
+    ratio = 10.0 * np.log10(max(peak, 1e-300) / max(floor, 1e-300))
+    return float(np.clip(ratio, -RATIO_LIMIT_DB, RATIO_LIMIT_DB))
+
+
+@lru_cache(maxsize=64)
+def _bands(n_bins: int, bin_hz: float, line_hz: int) -> tuple[tuple[slice, slice, slice], ...]:
+    """Per harmonic of 2 x line_hz inside the spectrum: (peak bins, lower floor, upper floor)."""
+    bands = []
+    for harmonic in HARMONICS:
+        target = 2.0 * line_hz * harmonic
+        peak = slice(
+            max(0, int(np.ceil((target - PEAK_HALF_WIDTH_HZ) / bin_hz))),
+            int(np.floor((target + PEAK_HALF_WIDTH_HZ) / bin_hz)) + 1,
+        )
+        lower = slice(
+            max(0, int(np.ceil((target - FLOOR_FAR_HZ) / bin_hz))),
+            int(np.floor((target - FLOOR_NEAR_HZ) / bin_hz)) + 1,
+        )
+        upper = slice(
+            int(np.ceil((target + FLOOR_NEAR_HZ) / bin_hz)),
+            int(np.floor((target + FLOOR_FAR_HZ) / bin_hz)) + 1,
+        )
+        if upper.stop > n_bins or peak.stop <= peak.start or lower.stop <= lower.start:
+            continue  # beyond this spectrum's range (a very short window)
+        bands.append((peak, lower, upper))
+    return tuple(bands)
+
+
+def _peaks_and_floors(
+    power: npt.NDArray[np.float64], bin_hz: float, line_hz: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per harmonic of 2 x line_hz: the peak bin and the local floor (median of the sides)."""
+    peaks, floors = [], []
+    for peak, lower, upper in _bands(power.shape[0], bin_hz, line_hz):
+        peaks.append(float(power[peak].max()))
+        floors.append(float(np.median(np.concatenate([power[lower], power[upper]]))))
+    return np.array(peaks), np.array(floors)
+
+
+def _line_evidence(
+    envelope_power: npt.NDArray[np.float64] | None,
+    envelope_mean: float,
+    hum_power: npt.NDArray[np.float64] | None,
+    bin_hz: float,
+    line_hz: int,
+) -> LineEvidence:
+    mod_db = mod_depth = hum_db = 0.0
+    if envelope_power is not None:
+        peaks, floors = _peaks_and_floors(envelope_power, bin_hz, line_hz)
+        if peaks.size:
+            mod_db = _ratio_db(float(peaks.sum()), float(floors.sum()))
+            if envelope_mean > 0.0:
+                swing = float(np.sum(2.0 * np.maximum(peaks - floors, 0.0)))
+                mod_depth = float(np.sqrt(swing) / envelope_mean)
+    if hum_power is not None:
+        peaks, floors = _peaks_and_floors(hum_power, bin_hz, line_hz)
+        if peaks.size:
+            hum_db = _ratio_db(float(peaks.sum()), float(floors.sum()))
+    return LineEvidence(line_hz=line_hz, mod_db=mod_db, mod_depth=mod_depth, hum_db=hum_db)
+
+
+def _crackle_db(energy: npt.NDArray[np.float64]) -> float:
+    mean = float(energy.mean()) if energy.size else 0.0
+    if mean <= 0.0:
+        return 0.0
+    crest = float(np.mean(energy * energy)) / (mean * mean)
+    return float(np.clip(10.0 * np.log10(crest), -RATIO_LIMIT_DB, RATIO_LIMIT_DB))
+
+
+class PhysicsAccumulator:
+    """Consumes one window's samples in any pieces; `finish` gives its `Measurement`.
+
+    Keeps two numbers per 32 samples (high-band energy, low-band sum): 11 KB for 30 s at
+    44.1 kHz, plus fewer than 34 carried-over samples. Every block is computed by the same
+    numpy expression on the same 32 (or 34) samples however the stream was cut, so the result
+    equals `measure` on the whole window exactly.
+    """
+
+    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+        self.sample_rate = sample_rate
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._pending_start = 0  # window offset of _pending[0]
+        self._low_blocks = 0
+        self._high_blocks = 0
+        self._energy: list[npt.NDArray[np.float32]] = []
+        self._low: list[npt.NDArray[np.float32]] = []
+
+    def push(self, samples: npt.NDArray[np.float32]) -> None:
+        """Add the next samples of the window (float32, 1-D)."""
+        if samples.shape[0] == 0:
+            return
+        buffer = np.concatenate([self._pending, samples]) if self._pending.shape[0] else samples
+        start = self._pending_start
+        block = ENVELOPE_BLOCK
+
+        # Low band: whole blocks of x.
+        first = self._low_blocks * block - start
+        count = (buffer.shape[0] - first) // block
+        if count > 0:
+            rows = buffer[first : first + count * block].reshape(count, block)
+            self._low.append(np.einsum("ij->i", rows))
+            self._low_blocks += count
+
+        # High band: d[i] = x[i+2] - 2 x[i+1] + x[i], blocks of `block` consecutive d's.
+        first = self._high_blocks * block - start  # x index of the block's first d
+        count = (buffer.shape[0] - first - 2) // block
+        if count > 0:
+            stop = first + count * block
+            d = np.subtract(buffer[first + 2 : stop + 2], buffer[first + 1 : stop + 1])
+            d -= buffer[first + 1 : stop + 1]
+            d += buffer[first:stop]
+            rows = d.reshape(count, block)
+            self._energy.append(np.einsum("ij,ij->i", rows, rows))
+            self._high_blocks += count
+
+        keep_from = min(self._low_blocks, self._high_blocks) * block
+        self._pending = buffer[keep_from - start :].copy()
+        self._pending_start = keep_from
+
+    def finish(self) -> Measurement:
+        """The window's measurement (the accumulator must not be pushed to afterwards)."""
+        energy = _joined(self._energy)
+        low = _joined(self._low)
+        envelope = np.sqrt(energy)
+        rate = self.sample_rate / ENVELOPE_BLOCK
+        env_segment = _segment_for(envelope.shape[0], SEGMENT)
+        low_segment = _segment_for(low.shape[0], SEGMENT)
+        envelope_power = None if env_segment is None else welch_power(envelope, env_segment)
+        hum_power = None if low_segment is None else welch_power(low, low_segment)
+        # Both series have the same rate; the low band may be one block longer, never a segment.
+        segment = env_segment or low_segment
+        envelope_mean = float(envelope.mean()) if envelope.size else 0.0
+        by_line = tuple(
+            _line_evidence(
+                envelope_power,
+                envelope_mean,
+                hum_power if low_segment == segment else None,
+                rate / segment if segment else 0.0,
+                line,
+            )
+            for line in LINE_FREQUENCIES
+        )
+        return Measurement(by_line=by_line, crackle_db=_crackle_db(energy))
+
+
+def _joined(parts: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float64]:
+    if not parts:
+        return np.zeros(0, dtype=np.float64)
+    return np.concatenate(parts).astype(np.float64)
+
+
+def measure(samples: npt.ArrayLike, sample_rate: int = SAMPLE_RATE) -> Measurement:
+    """The physics `Measurement` of one whole window of mono float samples."""
+    accumulator = PhysicsAccumulator(sample_rate)
+    accumulator.push(np.asarray(samples, dtype=np.float32).ravel())
+    return accumulator.finish()
