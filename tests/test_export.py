@@ -18,7 +18,14 @@ from ai_edge_litert.interpreter import Interpreter
 from daemon.errors import CoronaError, DataError, ModelError
 from daemon.features import apply_transform
 from daemon.model import Model
-from train.export import MAX_ACCURACY_DROP, AccuracyLossError, check_accuracy, export_tflite
+from train.export import (
+    MAX_ACCURACY_DROP,
+    MAX_AUC_DROP,
+    MIN_WINDOWS_LOST,
+    AccuracyLossError,
+    check_parity,
+    export_tflite,
+)
 
 FLOAT32_TOLERANCE = 1e-5
 """Same graph in float32; only the order of float operations differs."""
@@ -148,7 +155,7 @@ class TestRefusal:
         out_dir = tmp_path / "models"
         out_dir.mkdir()
         with pytest.raises(
-            AccuracyLossError, match=r"int8 TFLite accuracy 0\.5000 is 50\.0 points"
+            AccuracyLossError, match=r"int8 TFLite (window ROC-AUC|accuracy) .* windows"
         ):
             export_tflite(quiet_run, out_dir / "quiet.tflite", quantize="int8")
         assert list(out_dir.iterdir()) == []
@@ -158,15 +165,34 @@ class TestRefusal:
         report = export_tflite(quiet_run, tmp_path / "quiet.tflite", quantize="none")
         assert report.keras_accuracy == report.tflite_accuracy == 1.0
 
-    def test_threshold_is_two_points(self) -> None:
-        """Exactly 2 points below passes; more is refused with a CoronaError."""
-        assert MAX_ACCURACY_DROP == 0.02
-        check_accuracy(1.0, 0.98, quantize="int8")
-        check_accuracy(0.9, 0.95, quantize="int8")
+    def test_only_a_real_loss_is_refused(self) -> None:
+        """Limits: AUC 0.01, or accuracy 2 points *and* 3 windows; the message gives the
+        statistic and the number of windows."""
+        assert (MAX_ACCURACY_DROP, MIN_WINDOWS_LOST, MAX_AUC_DROP) == (0.02, 3, 0.01)
+
+        def result(accuracy: float, auc: float | None, n: int) -> dict[str, Any]:
+            half = n // 2
+            return {
+                "accuracy": accuracy,
+                "roc_auc": auc,
+                "n": n,
+                "confusion": [[half, 0], [0, half]],
+            }
+
+        check_parity(result(1.0, 1.0, 100), result(0.98, 0.99, 100), quantize="int8")
+        check_parity(result(0.9, 0.9, 100), result(0.95, 0.95, 100), quantize="int8")
+        # One window of 7 flipped is 14 points but not a real loss.
+        check_parity(result(1.0, None, 7), result(6 / 7, None, 7), quantize="int8")
         with pytest.raises(AccuracyLossError) as info:
-            check_accuracy(1.0, 0.979, quantize="float16")
+            check_parity(result(1.0, None, 100), result(0.97, None, 100), quantize="float16")
         assert isinstance(info.value, CoronaError)
-        assert "float16 TFLite accuracy 0.9790 is 2.1 points below" in str(info.value)
+        assert "float16 TFLite accuracy 0.9700 is 3.0 points (3 of 100 windows)" in str(info.value)
+        with pytest.raises(
+            AccuracyLossError, match=r"ROC-AUC 0\.9700 is 0\.0200 below .* 2000 win"
+        ):
+            check_parity(result(1.0, 0.99, 2000), result(1.0, 0.97, 2000), quantize="int8")
+        # On 50 windows the AUC's own standard error (about 0.03 at 0.9) is the limit.
+        check_parity(result(1.0, 0.90, 50), result(1.0, 0.88, 50), quantize="int8")
 
 
 class TestBadInput:

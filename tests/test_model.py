@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.config import FeatureSettings
+from daemon.config import FeatureSettings, Settings, WindowSettings
 from daemon.constants import N_BINS
-from daemon.errors import ModelError
+from daemon.errors import ConfigError, ModelError
 from daemon.model import MAX_BATCH_ROWS, Model, Runtime, open_interpreter, pick_runtime
-from daemon.model_meta import DEFAULT_FEATURES
+from daemon.pipeline import runtime_spec
 from tests.fixtures.model_runs import CLASSES, synthetic_row_means
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,9 +152,10 @@ class TestMetadata:
     @pytest.mark.parametrize(
         ("field", "value", "message"),
         [
-            ("n_fft", 2048, "features.n_fft is 2048, the daemon computes 1024"),
+            # The model decides n_fft; its input must then be n_fft // 2 + 1 wide.
+            ("n_fft", 2048, r"input shape is \(1, 513\), its metadata features need \(N, 1025\)"),
             ("sample_rate", 48000, "features.sample_rate is 48000, the daemon computes 44100"),
-            ("hop_length", 256, "features.hop_length is 256, the daemon computes 512"),
+            ("hop_length", 2048, "features.hop_length is 2048, expected 1-n_fft"),
             ("window", "hamming", "features.window is 'hamming', the daemon computes 'hann'"),
             ("center", False, "features.center is False, the daemon computes True"),
             ("center", 1, "features.center is 1, the daemon computes True"),
@@ -172,21 +173,19 @@ class TestMetadata:
         """A feature setting that differs from the daemon's is refused, naming file and field."""
         path = _copy_model(exported("softmax", "int8").tflite_path, tmp_path, "corona-demo")
         _edit_json(path, lambda d: d["features"].update({field: value}))
-        with pytest.raises(ModelError, match="^model corona-demo.json: " + message):
+        with pytest.raises(ModelError, match=r"^model corona-demo\.(json|tflite): " + message):
             Model.load(path)
 
-    def test_expected_features_from_config(
-        self, exported: Callable[..., Any], tmp_path: Path
-    ) -> None:
-        """The config's FeatureSettings object is accepted; a differing n_fft there is named."""
-        path = exported("softmax", "int8").tflite_path
-        Model.load(path, expected_features=FeatureSettings())
-        with pytest.raises(ModelError, match=r"features\.n_fft is 1024, the daemon computes 2048"):
-            Model.load(path, expected_features=FeatureSettings(n_fft=2048))
-        with pytest.raises(
-            ModelError, match=r"features\.sample_rate is 44100, the daemon computes"
-        ):
-            Model.load(path, expected_features={**DEFAULT_FEATURES, "sample_rate": 16000})
+    def test_config_contradicting_the_model_is_named(self, exported: Callable[..., Any]) -> None:
+        """Config values that differ from the model's FeatureSpec stop start-up, naming both."""
+        model = Model.load(exported("softmax", "int8").tflite_path)
+        assert runtime_spec(Settings(), model) == model.spec
+        with pytest.raises(ConfigError, match=r"^features\.n_fft is 2048 in the config.*1024"):
+            runtime_spec(Settings(features=FeatureSettings(n_fft=2048)), model)
+        with pytest.raises(ConfigError, match=r"^window\.length_s is 5\.0 in the config.*30\.0"):
+            runtime_spec(Settings(window=WindowSettings(length_s=5.0)), model)
+        with pytest.raises(ConfigError, match=r"^features\.center is False in the config"):
+            runtime_spec(Settings(features=FeatureSettings(center=False)), model)
 
     @pytest.mark.parametrize(
         ("edit", "message"),

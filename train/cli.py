@@ -22,7 +22,7 @@ import click
 
 from daemon import log as daemon_log
 from daemon.constants import WINDOW_S
-from daemon.errors import CoronaError
+from daemon.errors import CoronaError, DataError
 from train import data, evaluation
 from train import inspect as inspecting
 from train.featurize import DEFAULT_CACHE_DIR, Progress
@@ -378,12 +378,36 @@ def evaluate(
     show_default=True,
     help="Longest file in seconds.",
 )
+@click.option(
+    "--backgrounds",
+    "backgrounds_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of real recordings from scripts/fetch-recordings: its 'train' rows go under"
+    " the clips (and every clip gets a random microphone response).",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "holdout"]),
+    default="train",
+    show_default=True,
+    help="Which recordings of --backgrounds to use (holdout: for test sets only).",
+)
 def synth(
-    *, out_dir: Path, normal: int, anomalous: int, seed: int, min_s: float, max_s: float
+    *,
+    out_dir: Path,
+    normal: int,
+    anomalous: int,
+    seed: int,
+    min_s: float,
+    max_s: float,
+    backgrounds_dir: Path | None,
+    split: str,
 ) -> None:
     """Write synthetic labelled tower audio (normal/, anomalous/, manifest.csv) into OUT_DIR."""
     if min_s > max_s:
         raise click.BadParameter(f"--min-s {min_s:g} is longer than --max-s {max_s:g}")
+    backgrounds = () if backgrounds_dir is None else _backgrounds(backgrounds_dir, split)
     progress = Progress(normal + anomalous, "synth")
     try:
         manifest = synthesize(
@@ -392,11 +416,24 @@ def synth(
             anomalous=anomalous,
             seed=seed,
             duration_s=(min_s, max_s),
+            backgrounds=backgrounds,
             progress=lambda done, total: progress.advance(),
         )
     finally:
         progress.close()
     click.echo(f"wrote {normal} normal and {anomalous} anomalous files; manifest {manifest}")
+
+
+def _backgrounds(folder: Path, split: str) -> tuple[Any, ...]:
+    """The recordings of one split, loaded once (they are reused across clips)."""
+    from daemon.audio import load
+    from train.recordings import load_manifest
+    from train.synth.field import Background
+
+    chosen = [r for r in load_manifest(folder) if r.split == split]
+    if not chosen:
+        raise DataError(f"{folder}: no '{split}' recordings in its manifest")
+    return tuple(Background(name=str(r.path.name), samples=load(r.path)[0]) for r in chosen)
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per kind of failure

@@ -8,7 +8,7 @@ byte-identical files, and asking for more files adds files without changing the 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ import structlog
 
 from daemon.constants import SAMPLE_RATE
 from daemon.errors import DataError
+from train.synth import field
 from train.synth.scene import LABELS, PRESENCE, ClipSpec, render
 
 log = structlog.get_logger(__name__)
@@ -37,6 +38,9 @@ MANIFEST_COLUMNS = (
     "level_dbfs",
     "peak_dbfs",
     "clipped_fraction",
+    "background",
+    "background_rel_db",
+    "mic",
 )
 """`file` and `label` are the data-set contract; the rest describe how each file was made."""
 
@@ -52,6 +56,7 @@ def synthesize(
     seed: int,
     duration_s: tuple[float, float] = (30.0, 60.0),
     line_hz: float | None = None,
+    backgrounds: Sequence[field.Background] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write `normal` + `anomalous` WAVs (44.1 kHz mono PCM_16) and the manifest; return its path.
@@ -63,6 +68,9 @@ def synthesize(
         seed: the data set's seed (a non-negative int).
         duration_s: each file's length is drawn uniformly from this range (seconds).
         line_hz: mains frequency for every file; None draws 50 or 60 Hz per file.
+        backgrounds: real recordings; when given, every clip goes through
+            `train.synth.field.apply` (a real background under most clips, a random
+            microphone response on all), drawn from its own stream so the scene is unchanged.
         progress: called as progress(files_done, files_total) after each file.
 
     Raises:
@@ -81,9 +89,22 @@ def synthesize(
             rng = np.random.default_rng(ss)
             length_s = float(rng.uniform(*duration_s))
             spec = ClipSpec.draw(rng, label=label, duration_s=length_s, line_hz=line_hz)
-            pcm = _to_pcm16(render(spec, rng))
+            samples = render(spec, rng)
+            draw = None
+            if backgrounds:
+                field_rng = np.random.default_rng(
+                    np.random.SeedSequence(seed, spawn_key=(label_index, index, 1))
+                )
+                samples, draw = field.apply(samples, field_rng, backgrounds)
+            pcm = _to_pcm16(samples)
             sf.write(out_dir / rel, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-            rows.append(_manifest_row(rel, spec, pcm, seed=seed, index=index))
+            row = _manifest_row(rel, spec, pcm, seed=seed, index=index)
+            if draw is not None:
+                row["background"] = draw.background
+                rel_db = f"{draw.background_rel_db:.2f}"
+                row["background_rel_db"] = rel_db if draw.background else ""
+                row["mic"] = draw.mic
+            rows.append(row)
             if progress is not None:
                 progress(len(rows), total)
     manifest = out_dir / MANIFEST_NAME
@@ -166,4 +187,7 @@ def _manifest_row(
         "level_dbfs": f"{_dbfs(rms):.2f}",
         "peak_dbfs": f"{_dbfs(peak):.2f}",
         "clipped_fraction": f"{clipped:.6f}",
+        "background": "",
+        "background_rel_db": "",
+        "mic": "",
     }

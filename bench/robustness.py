@@ -1,0 +1,232 @@
+"""The transfer test: train on one simulator seed, score audio the training never touched.
+
+    python -m bench.robustness [--work DIR] [--train-files 200] [--models shipped,...]
+
+One run builds (cached in --work):
+  train  synth seed 4242, 100 normal + 100 anomalous (30-60 s), real `train` recordings under
+         the clips (`corona-train synth --backgrounds`, when data/recordings exists)
+  (a)    synth seed 777 with other settings (60-120 s files, no real backgrounds), and 60
+         files of bench/othersim.py, an independently written simulator
+  (b)    clips cut from the `holdout` real recordings (whole packages training never used),
+         half with othersim's corona mixed in from 15 dB below the recording to 10 dB above
+  (c)    one continuous hour of holdout rain/wind/storm recordings (no corona), replayed
+         through `corona-monitor --replay` with the alarm rule (k of n) applied to its verdicts
+
+and prints one row per model: file ROC-AUC and accuracy on (a), (a'), (b), and anomalous
+windows and alarm raises in (c). Models: the seed preset (float), rowmeans (today's
+row-means-only default, int8), the new default (float and int8), the physics-only ablation
+(int8) and the shipped models/corona-demo.tflite. Scores come from `corona-train evaluate`'s
+code (the daemon's runner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from bench import machine, othersim
+from daemon.alarm import Alarm
+from daemon.constants import SAMPLE_RATE
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDINGS = ROOT / "data" / "recordings"
+PYTHON = sys.executable
+TRAIN = [PYTHON, "-m", "train.cli"]
+
+
+def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """A command with its output captured; its stderr is shown when it fails."""
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-3000:])
+        raise SystemExit(f"robustness: {' '.join(cmd[:4])} ... failed ({done.returncode})")
+    return done
+
+
+def have_recordings() -> bool:
+    return (RECORDINGS / "manifest.csv").is_file()
+
+
+def build_sets(work: Path, train_files: int) -> dict[str, Path]:
+    """The data sets, each made once (delete a folder to remake it)."""
+    sets = {
+        "train": work / "train",
+        "synth-777": work / "synth-777",
+        "othersim": work / "othersim",
+        "real-clips": work / "real-clips",
+    }
+    half = train_files // 2
+    if not (sets["train"] / "manifest.csv").is_file():
+        extra = ["--backgrounds", str(RECORDINGS)] if have_recordings() else []
+        run([*TRAIN, "synth", str(sets["train"]), "--normal", str(half), "--anomalous",
+             str(half), "--seed", "4242", *extra])  # fmt: skip
+    if not (sets["synth-777"] / "manifest.csv").is_file():
+        run([*TRAIN, "synth", str(sets["synth-777"]), "--normal", "40", "--anomalous", "40",
+             "--seed", "777", "--min-s", "60", "--max-s", "120"])  # fmt: skip
+    if not (sets["othersim"] / "manifest.csv").is_file():
+        othersim.write_dataset(sets["othersim"], normal=30, anomalous=30, seed=31337)
+    if have_recordings() and not (sets["real-clips"] / "manifest.csv").is_file():
+        real_clips(sets["real-clips"], seed=99)
+    if not have_recordings():
+        del sets["real-clips"]
+    return sets
+
+
+def _holdout() -> list[tuple[Path, str]]:
+    from train.recordings import load_manifest
+
+    return [(r.path, r.category) for r in load_manifest(RECORDINGS) if r.split == "holdout"]
+
+
+def real_clips(out: Path, *, seed: int, clip_s: float = 30.0) -> None:
+    """30 s clips of every holdout recording; every other one with corona mixed in."""
+    from daemon.audio import load
+
+    rng = np.random.default_rng(seed)
+    rows = ["file,label,source,category,corona_rel_db"]
+    (out / "normal").mkdir(parents=True, exist_ok=True)
+    (out / "anomalous").mkdir(parents=True, exist_ok=True)
+    index = 0
+    for path, category in _holdout():
+        samples, _ = load(path)
+        n = round(clip_s * SAMPLE_RATE)
+        if samples.shape[0] < n:
+            samples = np.tile(samples, int(np.ceil(n / samples.shape[0])))
+        for start in range(0, samples.shape[0] - n + 1, n):
+            clip = samples[start : start + n].astype(np.float64)
+            clip *= 10 ** (rng.uniform(-20, 10) / 20)  # microphone gain
+            anomalous = index % 2 == 1
+            rel = ""
+            if anomalous:
+                rms = float(np.sqrt(np.mean(clip**2))) or 1e-4
+                rel_db = float(rng.uniform(-15.0, 10.0))
+                line = float(rng.choice([50.0, 60.0]))
+                level = 20 * np.log10(rms) + rel_db
+                clip += othersim.corona(rng, n, line_hz=line, level_dbfs=level)
+                rel = f"{rel_db:.1f}"
+            label = "anomalous" if anomalous else "normal"
+            name = f"{label}/clip_{index:04d}.wav"
+            sf.write(out / name, np.clip(clip, -1, 1).astype(np.float32), SAMPLE_RATE,
+                     subtype="PCM_16")  # fmt: skip
+            rows.append(f"{name},{label},{path.name},{category},{rel}")
+            index += 1
+    (out / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def storm_hour(work: Path) -> Path | None:
+    """One hour of real bad weather from holdout recordings, as a WAV (made once)."""
+    path = work / "storm-hour.wav"
+    if path.is_file() or not have_recordings():
+        return path if path.is_file() else None
+    from train.recordings import load_manifest
+    from train.recordings import storm_hour as build
+
+    holdout = [r for r in load_manifest(RECORDINGS) if r.split == "holdout"]
+    sf.write(path, build(holdout, seconds=3600.0, seed=7), SAMPLE_RATE, subtype="PCM_16")
+    return path
+
+
+def train_models(work: Path, train_set: Path) -> dict[str, Path]:
+    """Fit and export each compared preset (made once)."""
+    plans = {
+        "seed preset, float": ("seed", "none"),
+        "rowmeans (old default), int8": ("rowmeans", "int8"),
+        "default, float": ("default", "none"),
+        "default, int8": ("default", "int8"),
+        "physics only, int8": ("physics", "int8"),
+    }
+    models = {}
+    for label, (preset, quantize) in plans.items():
+        run_dir = work / "runs" / preset
+        if not (run_dir / "model.keras").is_file():
+            run([*TRAIN, "fit", str(train_set), "--out", str(run_dir), "--preset", preset,
+                 "--no-plots"])  # fmt: skip
+        out = work / "models" / f"{preset}-{quantize}.tflite"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not out.is_file():
+            run([*TRAIN, "export", str(run_dir), "--tflite", "--quantize", quantize, "--out",
+                 str(out)])  # fmt: skip
+        models[label] = out
+    return models
+
+
+def file_metrics(model: Path, data: Path) -> dict[str, float | None]:
+    done = run([*TRAIN, "evaluate", str(model), str(data), "--json"])
+    result = json.loads(done.stdout)["file"]
+    return {"auc": result["roc_auc"], "accuracy": result["accuracy"]}
+
+
+def storm_replay(model: Path, wav: Path, work: Path) -> tuple[int, int, int]:
+    """(windows, anomalous windows, alarm raises) of the storm hour through the daemon."""
+    config = work / f"replay-{model.stem}.yaml"
+    config.write_text(
+        f"model: {{path: {model}}}\noutbox: {{path: {work / 'outbox.sqlite'}}}\n"
+        "logging: {level: error}\n",
+        encoding="utf-8",
+    )
+    done = run(
+        [PYTHON, "-m", "daemon.cli", "--config", str(config), "--replay", str(wav)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    verdicts = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    alarm = Alarm(k=3, n=5)  # the daemon's default rule (config.yaml alarm.k / alarm.n)
+    raises = 0
+    for v in verdicts:
+        change = alarm.update(
+            anomalous=v["label"] == "anomalous",
+            usable=v["sensor"] == "ok",
+            score=v["score"],
+            at=v["window_end"],
+        )
+        raises += change is not None and change.state == "alarm"
+    return len(verdicts), sum(v["label"] == "anomalous" for v in verdicts), raises
+
+
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "robustness")
+    parser.add_argument("--train-files", type=int, default=200)
+    parser.add_argument("--shipped", type=Path, default=ROOT / "models" / "corona-demo.tflite")
+    args = parser.parse_args()
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    sets = build_sets(work, args.train_files)
+    storm = storm_hour(work)
+    models = train_models(work, sets["train"])
+    models[f"shipped {args.shipped.name}"] = args.shipped
+    columns = [name for name in ("synth-777", "othersim", "real-clips") if name in sets]
+    for line in machine.machine_lines():
+        print(line)
+    print(f"training set: {sets['train']} (synth seed 4242"
+          f"{', real train recordings underneath' if have_recordings() else ''})")  # fmt: skip
+    header = "| model | " + " | ".join(f"{c} AUC | {c} acc" for c in columns)
+    header += " | storm hour: anomalous windows | alarm raises |"
+    print(header)
+    print("|" + "---|" * (1 + 2 * len(columns) + 2))
+    for label, model in models.items():
+        cells = []
+        for column in columns:
+            result = file_metrics(model, sets[column])
+            cells += [fmt(result["auc"]), fmt(result["accuracy"])]
+        if storm is not None:
+            n, anomalous, raises = storm_replay(model, storm, work)
+            cells += [f"{anomalous} of {n}", str(raises)]
+        else:
+            cells += ["n/a (no recordings)", "n/a"]
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
