@@ -52,6 +52,8 @@ def _looped(samples: npt.NDArray[np.float32], n: int, start: int) -> npt.NDArray
     if samples.shape[0] >= n + start:
         return samples[start : start + n]
     fade = min(round(CROSSFADE_S * SAMPLE_RATE), samples.shape[0] // 4)
+    if samples.shape[0] - start < 2 * fade:
+        start = 0  # too close to the end to crossfade from: start from the beginning
     out = np.empty(0, np.float32)
     piece = samples[start:]
     while out.shape[0] < n:
