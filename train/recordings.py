@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -67,6 +68,11 @@ CROSSFADE_S: Final = 0.5
 MIN_PIECE_S: Final = 4.0
 MAX_PIECE_S: Final = 30.0
 """Each piece of storm_hour plays this long (or the rest of its recording, if shorter)."""
+
+OFFSET_TRIES: Final = 8
+QUIET_BLOCK_S: Final = 0.1
+QUIET_DBFS: Final = -60.0
+"""storm_hour avoids pieces with 0.1 s blocks quieter than this (after levelling to TARGET_DBFS)."""
 
 TARGET_DBFS: Final = -26.0
 """storm_hour scales every recording to this RMS level, so pieces join without jumps in loudness."""
@@ -164,14 +170,20 @@ def _row(manifest: Path, line: int, row: dict[str, str | None]) -> Recording:
 
 
 def storm_plan(
-    recordings: list[Recording], seconds: float = 3600.0, seed: int = 0
+    recordings: list[Recording],
+    seconds: float = 3600.0,
+    seed: int = 0,
+    quiet: Mapping[Path, npt.NDArray[np.bool_]] | None = None,
 ) -> list[Segment]:
     """The pieces storm_hour joins: weather recordings only, random picks and start offsets.
 
     Consecutive pieces overlap by the crossfade, so their lengths add up to `seconds` plus one
     crossfade per join. A recording is used again (looped, from another random offset) as often
     as needed when the pool is shorter than the request; two consecutive pieces come from
-    different recordings whenever the pool has more than one.
+    different recordings whenever the pool has more than one. With `quiet` (per recording, a flag
+    per QUIET_BLOCK_S block that is nearly silent) each piece takes, of OFFSET_TRIES random start
+    offsets, the one with the fewest quiet blocks: game loops such as a lone thunderbolt followed
+    by silence then add no gaps to the storm.
     """
     fade = round(CROSSFADE_S * SAMPLE_RATE)
     pool = [
@@ -194,7 +206,13 @@ def storm_plan(
         n = math.floor(rec.duration_s * SAMPLE_RATE)
         want = round(rng.uniform(MIN_PIECE_S, MAX_PIECE_S) * SAMPLE_RATE)
         length = min(want, n)
-        start = int(rng.integers(0, n - length + 1))
+        starts = rng.integers(0, n - length + 1, size=OFFSET_TRIES if quiet else 1)
+        start = int(starts[0])
+        if quiet is not None and rec.path in quiet:
+            flags = quiet[rec.path]
+            block = round(QUIET_BLOCK_S * SAMPLE_RATE)
+            counts = [int(flags[s // block : (s + length) // block].sum()) for s in starts]
+            start = int(starts[int(np.argmin(counts))])
         plan.append(Segment(rec, start, length))
         covered += length - (fade if len(plan) > 1 else 0)
     return plan
@@ -207,27 +225,34 @@ def storm_hour(
 
     Only the rain, wind, storm and thunder recordings of the list are used (pass the holdout ones
     to test on weather the model never heard). Pieces of 4-30 s from random recordings at random
-    offsets are joined with 0.5 s equal-power (cos/sin) crossfades, so there is no click or gap;
+    offsets (preferring offsets without near-silence, see storm_plan) are joined with 0.5 s
+    equal-power (cos/sin) crossfades, so there is no click or gap;
     each recording is first scaled to -26 dBFS RMS (peak kept below full scale) so the joins do
     not jump in loudness. When the pool is shorter than the request the recordings are looped:
     the same recording plays again from another offset. Same list, seconds and seed give the
     same samples. Raises DataError when no weather recording is in the list, AudioError when a
     WAV cannot be read.
     """
-    plan = storm_plan(recordings, seconds, seed)
+    cache: dict[Path, npt.NDArray[np.float64]] = {}
+    quiet: dict[Path, npt.NDArray[np.bool_]] = {}
+    block = round(QUIET_BLOCK_S * SAMPLE_RATE)
+    for rec in recordings:
+        if rec.category in WEATHER and rec.path not in cache:
+            samples = _levelled(rec)
+            cache[rec.path] = samples
+            blocks = samples[: len(samples) // block * block].reshape(-1, block)
+            level = np.sqrt(np.mean(blocks**2, axis=1))
+            quiet[rec.path] = level < 10 ** (QUIET_DBFS / 20)
+    plan = storm_plan(recordings, seconds, seed, quiet=quiet)
     total = round(seconds * SAMPLE_RATE)
     fade = round(CROSSFADE_S * SAMPLE_RATE)
     ramp = (np.arange(fade, dtype=np.float64) + 0.5) / fade
     fade_in = np.sin(ramp * np.pi / 2)
     fade_out = np.cos(ramp * np.pi / 2)
-    cache: dict[Path, npt.NDArray[np.float64]] = {}
     out = np.zeros(total + 2 * fade, dtype=np.float64)
     cursor = 0
     for number, seg in enumerate(plan):
-        samples = cache.get(seg.recording.path)
-        if samples is None:
-            samples = _levelled(seg.recording)
-            cache[seg.recording.path] = samples
+        samples = cache[seg.recording.path]
         length = min(seg.length, len(samples))  # the WAV may be a sample shorter than its row
         start = max(0, min(seg.start, len(samples) - length))
         piece = samples[start : start + length].copy()
