@@ -67,6 +67,9 @@ class WindowSettings:
     a model scores the window length it was trained on)."""
     hop_s: float | None = field(default=None, metadata=_range(0.1, 3600.0))
     """Seconds between window starts; null = the window length (no overlap); smaller slides."""
+    force_length: bool = False
+    """Score length_s windows even though the model was trained on another length (tests and
+    experiments only: verdicts on windows of another length are less reliable)."""
 
 
 @dataclass(frozen=True)

@@ -216,9 +216,12 @@ def resolve(
 
     ``config`` holds the configured values (None = take the model's): ``n_fft``,
     ``hop_length``, ``window``, ``center``, ``window_s`` must equal the model's when set;
-    ``line_hz`` may fix ``auto`` to 50 or 60 but not contradict a fixed one.
+    ``line_hz`` may fix ``auto`` to 50 or 60 but not contradict a fixed one; with
+    ``force_length`` true, ``window_s`` replaces the model's (tests, experiments).
     Raises ConfigError naming the key and both values.
     """
+    if config.get("force_length") and config.get("window_s") is not None:
+        spec = spec.replace(window_s=float(config["window_s"]))
     keys = {
         "features.n_fft": ("n_fft", spec.n_fft),
         "features.hop_length": ("hop_length", spec.hop_length),
@@ -232,6 +235,7 @@ def resolve(
             raise ConfigError(
                 f"{key} is {value!r} in the config, but model {model_name} was trained with"
                 f" {model_value!r}: remove the key (the model decides) or use a matching model"
+                + (" (or set window.force_length: true)" if name == "window_s" else "")
             )
     line = config.get("line_hz")
     if spec.physics is None or line is None or line == "auto":

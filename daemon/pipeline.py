@@ -56,6 +56,7 @@ def runtime_spec(settings: Settings, model: Model) -> FeatureSpec:
             "window": configured.window,
             "center": configured.center,
             "window_s": settings.window.length_s,
+            "force_length": settings.window.force_length,
             "line_hz": configured.line_hz,
         },
     )

@@ -22,7 +22,8 @@ def write_config(folder: Path, model: Path, **sections: Any) -> Path:
     """A config.yaml for a test run: the given model, an outbox in folder, short windows."""
     doc: dict[str, Any] = {
         "node_id": "test-node",
-        "window": {"length_s": 1.0},
+        # Short windows keep the tests fast; the test models were exported with 30 s windows.
+        "window": {"length_s": 1.0, "force_length": True},
         "model": {"path": str(model)},
         "outbox": {"path": str(folder / "outbox.sqlite"), "min_free_mb": 0},
         "logging": {"format": "json"},

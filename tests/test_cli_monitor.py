@@ -73,17 +73,28 @@ class TestStartupProblems:
         assert_one_clear_line(done, "gone.tflite")
 
     def test_mismatched_metadata_names_the_field(self, rig: Rig, tmp_path: Path) -> None:
-        """A model whose metadata disagrees with the feature settings is refused by field name."""
+        """A model whose metadata the daemon cannot compute is refused by field name."""
         folder = tmp_path / "edited"
         folder.mkdir()
         model = Path(shutil.copy(rig.model_path, folder / rig.model_path.name))
         meta_path = model.with_suffix(".json")
         meta = json.loads(rig.model_path.with_suffix(".json").read_text(encoding="utf-8"))
-        meta["features"]["n_fft"] = 2048
+        meta["features"]["center"] = False
         meta_path.write_text(json.dumps(meta), encoding="utf-8")
         cfg = write_config(tmp_path, model, audio={"device": "tower_mic"})
         done = run_monitor(["--config", str(cfg)], env=rig.mic.env, timeout_s=30)
-        assert_one_clear_line(done, "features.n_fft")
+        assert_one_clear_line(done, "features.center")
+
+    def test_config_contradicting_the_model_names_both(self, rig: Rig, tmp_path: Path) -> None:
+        """window.length_s 5 against a model trained on 30 s windows stops start-up, naming both."""
+        cfg = write_config(
+            tmp_path,
+            rig.model_path,
+            audio={"device": "tower_mic"},
+            window={"length_s": 5, "force_length": False},
+        )
+        done = run_monitor(["--config", str(cfg)], env=rig.mic.env, timeout_s=30)
+        assert_one_clear_line(done, "window.length_s is 5.0 in the config")
 
 
 class TestUnreachableBroker:

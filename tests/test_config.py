@@ -8,7 +8,7 @@ import pytest
 
 from daemon import config
 from daemon.config import Settings
-from daemon.constants import SAMPLE_RATE, WINDOW_S
+from daemon.constants import SAMPLE_RATE
 from daemon.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,11 +28,12 @@ class TestDefaults:
         assert config.as_dict(shipped) == config.as_dict(builtin)
 
     def test_builtin_defaults(self) -> None:
-        """Defaults follow the design: 44.1 kHz, 30 s windows without overlap, MQTT off."""
+        """Defaults follow the design: 44.1 kHz, the model's window length, MQTT off."""
         settings = config.load(None)
         assert settings.audio.sample_rate == SAMPLE_RATE
-        assert settings.window.length_s == WINDOW_S
-        assert settings.window.effective_hop_s == WINDOW_S
+        assert settings.window.length_s is None  # the model's window_s (30 s for the demo)
+        assert settings.window.hop_s is None
+        assert settings.features.line_hz == "auto"
         assert settings.mqtt.enabled is False
         assert settings.node_id
 

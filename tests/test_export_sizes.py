@@ -28,7 +28,7 @@ def test_default_preset_exports_to_int8(
     fit = ["fit", str(data), "--out", str(run), "--window-s", "2", "--epochs", "60"]
     assert main([*fit, "--no-plots", "--seed", str(seed), *cache]) == 0, capfd.readouterr().err
     code = main(["export", str(run), "--tflite", "--quantize", "int8", "--out", str(model)])
-    out, err = capfd.readouterr()
+    _, err = capfd.readouterr()
     assert code == 0, err
     meta = json.loads(model.with_suffix(".json").read_text())
     assert meta["quantization"] == "int8"
