@@ -244,7 +244,9 @@ def build(cls: type[T], data: Mapping[str, Any], path: str, *, base_dir: Path) -
 def _convert(tp: Any, value: Any, key: str, meta: Mapping[str, Any], base_dir: Path) -> Any:
     if dataclasses.is_dataclass(tp):
         return build(tp, value if value is not None else {}, key, base_dir=base_dir)  # type: ignore[arg-type]
-    options = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
+    # `X | None` of classes is a types.UnionType; with a Literal in it, a typing.Union.
+    is_union = isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union
+    options = typing.get_args(tp) if is_union else (tp,)
     if value is None:
         if type(None) in options:
             return None
