@@ -6,7 +6,7 @@ config cannot contradict it: `resolve` turns a disagreement into an error naming
 
 The raw feature vector of one window (what `daemon.model.Model.score` takes) is its 513 power
 row means followed, when the spec has a physics block, by the physics values in
-``physics.names`` order (`daemon.phys.NAMES`) at the resolved line frequency. `model_input`
+``physics.names`` order (`daemon.physics.NAMES`) at the resolved line frequency. `model_input`
 turns raw vectors into the model's input: the named transform on the row means, and the
 physics values in bels (dB / 10) so that one int8 input scale fits both parts.
 """
@@ -168,7 +168,7 @@ class FeatureSpec:
         if not isinstance(transform, str) or transform not in TRANSFORMS:
             known = ", ".join(sorted(TRANSFORMS))
             raise ValueError(f"features.transform {transform!r} is unknown (known: {known})")
-        if not isinstance(window_s, int | float) or not _is_number(window_s):
+        if not isinstance(window_s, int | float) or not is_number(window_s):
             raise ValueError(f"window_s is {window_s!r}, expected a positive number of seconds")
         if not 0 < window_s <= 3600:
             raise ValueError(f"window_s is {window_s!r}, expected 0-3600 seconds")
@@ -252,5 +252,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """A finite int or float that is not a bool (JSON true is not 1 here)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -217,11 +217,11 @@ class Model:
                 raise ModelError(
                     f"model {name}: {role} is integer but carries no quantization scale"
                 )
-        width = int(self._output["shape"][-1])
+        columns = int(self._output["shape"][-1])
         want = _SOFTMAX_CLASSES if self.meta.output == "softmax" else _SINGLE_OUTPUT
-        if width != want:
+        if columns != want:
             raise ModelError(
-                f"model {name}: output has {width} column(s), metadata output"
+                f"model {name}: output has {columns} column(s), metadata output"
                 f" {self.meta.output!r} needs {want}"
             )
 

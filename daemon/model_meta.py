@@ -9,14 +9,13 @@ it). Every refusal is a ModelError whose message names the file and the field, e
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from daemon.errors import ModelError
-from daemon.featurespec import FeatureSpec
+from daemon.featurespec import FeatureSpec, is_number
 
 FORMAT: Final = "corona-monitor-model/1"
 """The only metadata format this runner understands."""
@@ -149,7 +148,7 @@ def _check_classes(classes: object, output: object) -> tuple[tuple[str, ...], st
 def _check_scalars(doc: Mapping[str, Any]) -> None:
     """threshold, quantization, sha256, name (window_s is the FeatureSpec's)."""
     threshold = doc["threshold"]
-    if not _is_number(threshold) or not 0.0 <= threshold <= 1.0:
+    if not is_number(threshold) or not 0.0 <= threshold <= 1.0:
         raise _InvalidFieldError(f"threshold is {threshold!r}, expected a probability in [0, 1]")
     quantization = doc["quantization"]
     if quantization not in QUANTIZATIONS:
@@ -166,7 +165,3 @@ def _check_scalars(doc: Mapping[str, Any]) -> None:
     name = doc["name"]
     if not isinstance(name, str) or not name:
         raise _InvalidFieldError(f"name is {name!r}, expected a non-empty string")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -23,6 +23,7 @@ import click
 from daemon import log as daemon_log
 from daemon.constants import WINDOW_S
 from daemon.errors import CoronaError, DataError
+from daemon.physics import check_line_setting
 from train import data, evaluation
 from train import inspect as inspecting
 from train.featurize import DEFAULT_CACHE_DIR, Progress
@@ -241,7 +242,7 @@ def fit(
         strict=strict,
         cache_dir=None if no_cache else cache_dir,
         window_s=window_s,
-        line_hz=line_hz if line_hz == "auto" else int(line_hz),
+        line_hz=check_line_setting(line_hz if line_hz == "auto" else int(line_hz)),
         command=shlex.join([PROG, *sys.argv[1:]]),
         plots=not no_plots,
         say=_say,

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from daemon.errors import DataError
 from daemon.featurespec import FeatureSpec
+from daemon.physics import LineSetting
 from train import data, featurize, metrics, splits
 from train import plots as plotting
 from train.presets import Preset, augment_eq, build_model
@@ -209,7 +210,7 @@ def fit(
     strict: bool = False,
     cache_dir: Path | None = featurize.DEFAULT_CACHE_DIR,
     window_s: float | None = None,
-    line_hz: str | int = "auto",
+    line_hz: LineSetting = "auto",
     command: str = "",
     plots: bool = True,
     say: Say = _quiet,

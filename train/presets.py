@@ -22,6 +22,7 @@ import numpy as np
 from daemon.constants import N_BINS, SAMPLE_RATE
 from daemon.errors import DataError
 from daemon.featurespec import FeatureSpec, PhysicsSpec
+from daemon.physics import LineSetting
 
 POWER_MEAN: Final = "power_mean"
 LOG10_POWER_MEAN: Final = "log10_power_mean"
@@ -72,9 +73,9 @@ class Preset:
     l2: float = 0.0
     """L2 penalty on the hidden layer's weights."""
 
-    def feature_spec(self, *, window_s: float, line_hz: str | int = "auto") -> FeatureSpec:
+    def feature_spec(self, *, window_s: float, line_hz: LineSetting = "auto") -> FeatureSpec:
         """The FeatureSpec a model of this preset consumes."""
-        physics = PhysicsSpec(line_hz=line_hz) if self.physics else None  # type: ignore[arg-type]
+        physics = PhysicsSpec(line_hz=line_hz) if self.physics else None
         return FeatureSpec(transform=self.transform, window_s=window_s, physics=physics)
 
     def replace(self, **changes: object) -> Preset:
@@ -322,7 +323,7 @@ def augment_eq(
         tilt = rng.uniform(-1, 1, (n, 1)) * max_db / 5.0 * octaves  # dB
         cut_hz = np.exp(rng.uniform(np.log(30.0), np.log(400.0), (n, 1)))
         low_cut = -max_db * rng.uniform(0, 1, (n, 1)) / (1.0 + (freqs / cut_hz) ** 2)
-        centre = rng.uniform(np.log2(1000 / 1000), np.log2(SAMPLE_RATE / 4 / 1000), (n, 1))
+        centre = rng.uniform(0.0, np.log2(SAMPLE_RATE / 4 / 1000), (n, 1))  # 1 kHz-11 kHz
         peak = rng.uniform(-1, 1, (n, 1)) * max_db * np.exp(-0.5 * ((octaves - centre) / 0.5) ** 2)
         curve_bels = (tilt + low_cut + peak) / 10.0
         copy = inputs.copy()
