@@ -16,8 +16,7 @@ from typing import Any, Final, TextIO
 from daemon import config
 from daemon.capture import list_input_devices, resolve_input_device
 from daemon.errors import CoronaError
-from daemon.model import Model
-from daemon.pipeline import runtime_spec
+from daemon.pipeline import load_model, runtime_spec
 from daemon.publish import make_client
 
 BROKER_TIMEOUT_S: Final = 5.0
@@ -31,7 +30,7 @@ def run_check(config_path: Path | None, out: TextIO = sys.stdout) -> int:
     out.write(json.dumps(config.as_dict(settings), indent=2, default=str) + "\n")
 
     try:
-        model = Model.load(settings.model.path)
+        model = load_model(settings)
         spec = runtime_spec(settings, model)
         # `is None`, not `or`: a configured threshold of 0.0 is a setting, not an absence.
         configured = settings.model.threshold

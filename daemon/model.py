@@ -131,11 +131,14 @@ class Model:
         return self.meta.raw
 
     @classmethod
-    def load(cls, path: str | Path) -> Model:
+    def load(
+        cls, path: str | Path, *, check_spec: Callable[[FeatureSpec], object] | None = None
+    ) -> Model:
         """Load NAME.tflite and the NAME.json beside it, validating both.
 
-        Raises ModelError naming the file and field for every problem. What the config may
-        not contradict is checked by `daemon.featurespec.resolve` against `Model.spec`.
+        Raises ModelError naming the file and field for every problem. ``check_spec`` is
+        called with the metadata's FeatureSpec before the interpreter is created (the daemon
+        passes `daemon.featurespec.resolve` against its config, which raises ConfigError).
         """
         tflite_path = Path(path)
         json_path = tflite_path.with_suffix(".json")
@@ -148,6 +151,8 @@ class Model:
         if not content:
             raise ModelError(f"model file {tflite_path} is empty")
         meta = model_meta.validate(model_meta.read(json_path), source=json_path.name)
+        if check_spec is not None:
+            check_spec(meta.spec)
         digest = hashlib.sha256(content).hexdigest()
         if digest != meta.sha256:
             raise ModelError(

@@ -90,6 +90,9 @@ NAMES: Final = ("mod_db", "mod_depth", "hum_db", "crackle_db")
 RATIO_LIMIT_DB: Final = 60.0
 """Ratios are clipped to +-60 dB: a pure synthetic tone over a zero floor stays finite."""
 
+WELCH_SEGMENTS_PER_CALL: Final = 8
+"""Welch segments transformed per numpy call (bounds the temporaries)."""
+
 _MIN_SEGMENT: Final = 64
 """Shortest Welch segment used for short windows (a tail or a short file)."""
 
@@ -197,11 +200,18 @@ def welch_power(signal: npt.NDArray[np.float64], segment: int) -> npt.NDArray[np
     """
     frames = sliding_window_view(signal, segment)[:: segment // 2]
     window = _hann(segment)
-    centred = frames - frames.mean(axis=1, keepdims=True)
-    spectrum = np.fft.rfft(centred * window, axis=1)
-    power = np.mean(spectrum.real**2 + spectrum.imag**2, axis=0)
-    power *= 2.0 / float(window.sum()) ** 2
-    return np.asarray(power, dtype=np.float64)
+    power = np.zeros(segment // 2 + 1, dtype=np.float64)
+    # A few segments per FFT call: the temporaries stay near 0.2 MB instead of 2 MB for a
+    # 30 s window's 39 segments, at the same speed.
+    for first in range(0, frames.shape[0], WELCH_SEGMENTS_PER_CALL):
+        chunk = frames[first : first + WELCH_SEGMENTS_PER_CALL]
+        centred = chunk - chunk.mean(axis=1, keepdims=True)
+        centred *= window
+        spectrum = np.fft.rfft(centred, axis=1)
+        power += np.einsum("ij,ij->j", spectrum.real, spectrum.real)
+        power += np.einsum("ij,ij->j", spectrum.imag, spectrum.imag)
+    power *= 2.0 / (frames.shape[0] * float(window.sum()) ** 2)
+    return power
 
 
 def _segment_for(n_values: int, preferred: int) -> int | None:
@@ -294,14 +304,16 @@ class PhysicsAccumulator:
     equals `measure` on the whole window exactly.
     """
 
-    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+    def __init__(self, sample_rate: int = SAMPLE_RATE, expected_samples: int = 0) -> None:
+        """``expected_samples``: the window's length if known (sizes the buffers once)."""
         self.sample_rate = sample_rate
         self._pending = np.zeros(0, dtype=np.float32)
         self._pending_start = 0  # window offset of _pending[0]
         self._low_blocks = 0
         self._high_blocks = 0
-        self._energy: list[npt.NDArray[np.float32]] = []
-        self._low: list[npt.NDArray[np.float32]] = []
+        # One value per block, in preallocated series (no per-push arrays to keep).
+        self._energy = _Series(expected_samples // ENVELOPE_BLOCK + 1)
+        self._low = _Series(expected_samples // ENVELOPE_BLOCK + 1)
 
     def push(self, samples: npt.NDArray[np.float32]) -> None:
         """Add the next samples of the window (float32, 1-D)."""
@@ -337,8 +349,8 @@ class PhysicsAccumulator:
 
     def finish(self) -> Measurement:
         """The window's measurement (the accumulator must not be pushed to afterwards)."""
-        energy = _joined(self._energy)
-        low = _joined(self._low)
+        energy = self._energy.values()
+        low = self._low.values()
         envelope = np.sqrt(energy)
         rate = self.sample_rate / ENVELOPE_BLOCK
         env_segment = _segment_for(envelope.shape[0], SEGMENT)
@@ -361,14 +373,30 @@ class PhysicsAccumulator:
         return Measurement(by_line=by_line, crackle_db=_crackle_db(energy))
 
 
-def _joined(parts: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float64]:
-    if not parts:
-        return np.zeros(0, dtype=np.float64)
-    return np.concatenate(parts).astype(np.float64)
+class _Series:
+    """A float32 series appended to in pieces, in one buffer that doubles when full."""
+
+    def __init__(self, capacity: int) -> None:
+        self._data = np.empty(max(capacity, 64), dtype=np.float32)
+        self._length = 0
+
+    def append(self, values: npt.NDArray[np.float32]) -> None:
+        needed = self._length + values.shape[0]
+        if needed > self._data.shape[0]:
+            grown = np.empty(max(needed, 2 * self._data.shape[0]), dtype=np.float32)
+            grown[: self._length] = self._data[: self._length]
+            self._data = grown
+        self._data[self._length : needed] = values
+        self._length = needed
+
+    def values(self) -> npt.NDArray[np.float64]:
+        """The series so far, as float64."""
+        return self._data[: self._length].astype(np.float64)
 
 
 def measure(samples: npt.ArrayLike, sample_rate: int = SAMPLE_RATE) -> Measurement:
     """The physics `Measurement` of one whole window of mono float samples."""
-    accumulator = PhysicsAccumulator(sample_rate)
-    accumulator.push(np.asarray(samples, dtype=np.float32).ravel())
+    array = np.asarray(samples, dtype=np.float32).ravel()
+    accumulator = PhysicsAccumulator(sample_rate, expected_samples=array.shape[0])
+    accumulator.push(array)
     return accumulator.finish()

@@ -44,12 +44,23 @@ class PipelineStats:
     last_sensor: str | None = None
 
 
+def load_model(settings: Settings) -> Model:
+    """The configured model; a config that contradicts it is refused (ConfigError naming both
+    values) before its interpreter is created, so start-up fails with that one line."""
+    path = settings.model.path
+    return Model.load(path, check_spec=lambda spec: _resolve(settings, spec, path.name))
+
+
 def runtime_spec(settings: Settings, model: Model) -> FeatureSpec:
     """The model's FeatureSpec with the config's line frequency; ConfigError on a contradiction."""
+    return _resolve(settings, model.spec, model.path.name)
+
+
+def _resolve(settings: Settings, spec: FeatureSpec, model_name: str) -> FeatureSpec:
     configured = settings.features
     return resolve(
-        model.spec,
-        model_name=model.path.name,
+        spec,
+        model_name=model_name,
         config={
             "n_fft": configured.n_fft,
             "hop_length": configured.hop_length,

@@ -24,7 +24,7 @@ from daemon.constants import SAMPLE_RATE
 from daemon.errors import CoronaError
 from daemon.messenger import Messenger
 from daemon.model import Model
-from daemon.pipeline import Pipeline, Sink, runtime_spec
+from daemon.pipeline import Pipeline, Sink, load_model
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +65,7 @@ def run_replay(
     logsetup.configure(
         level=settings.logging.level, fmt=settings.logging.format, node_id=settings.node_id
     )
-    model = Model.load(settings.model.path)
-    runtime_spec(settings, model)  # a config that contradicts the model stops here, clearly
+    model = load_model(settings)
     messenger = Messenger(settings)
     failed: list[str] = []
     try:

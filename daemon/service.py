@@ -28,7 +28,7 @@ from daemon.constants import SAMPLE_RATE
 from daemon.messenger import Messenger
 from daemon.model import Model
 from daemon.outbox import Outbox
-from daemon.pipeline import Pipeline, PipelineStats, Sink, runtime_spec
+from daemon.pipeline import Pipeline, PipelineStats, Sink, load_model
 from daemon.verdict import iso_utc
 
 log = structlog.get_logger(__name__)
@@ -221,8 +221,7 @@ def run_live(config_path: Path | None) -> int:
     logsetup.configure(
         level=settings.logging.level, fmt=settings.logging.format, node_id=settings.node_id
     )
-    model = Model.load(settings.model.path)
-    runtime_spec(settings, model)  # a config that contradicts the model stops here, clearly
+    model = load_model(settings)
     service = Service(settings, model, launched_monotonic=launched)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -278,7 +278,7 @@ class Windower:
                     start,
                     0,
                     np.zeros(self.n_fft // 2 + 1),
-                    PhysicsAccumulator(self.sample_rate),
+                    PhysicsAccumulator(self.sample_rate, self.length_samples),
                 )
             )
             self._next_index += 1
