@@ -260,8 +260,8 @@ input reaches (the sensor check flags those windows anyway)."""
 def with_gain_range(spec: FeatureSpec, representative: np.ndarray) -> np.ndarray:
     """Calibration rows plus two gain-shifted copies spanning `LOG_INPUT_RANGE`.
 
-    int8 calibration sets the input scale from the rows it sees; a quiet microphone in the
-    field then falls below it and is clipped (seen: 12 of 120 windows flipped). A gain shift
+    int8 calibration sets the input scale from the rows it sees; a microphone quieter than any
+    training window would fall below that scale and be clipped to its floor. A gain shift
     adds one constant to every log10 row mean and leaves the physics values alone, so the copies
     are realistic inputs of a quieter and a louder microphone: for gain-free models (the
     default and rowmeans presets) everything after the input layer sees the same values.
