@@ -44,6 +44,9 @@ class NodeView:
     status: str | None = None
     label: str | None = None
     score: float | None = None
+    mod_db: float | None = None
+    """Line-locked modulation of the last verdict's high band (physics.mod_db), dB."""
+    line_hz: int | None = None
     seq: int | None = None
     verdict_end: datetime | None = None
     alarm: str | None = None
@@ -88,10 +91,15 @@ def _apply_verdict(view: NodeView, data: dict[str, Any]) -> NodeView:
     # The outbox replays old verdicts after an outage: the newest (highest seq) stays shown.
     if seq is not None and view.seq is not None and seq < view.seq:
         return view
+    physics = data.get("physics")
+    physics = physics if isinstance(physics, dict) else {}
+    line_hz = _integer(physics.get("line_hz"))
     return replace(
         view,
         label=str(data.get("label", "?")),
         score=_number(data.get("score")),
+        mod_db=_number(physics.get("mod_db")),
+        line_hz=line_hz if line_hz in (50, 60) else None,
         seq=seq,
         verdict_end=_utc(data.get("window_end")),
     )
@@ -167,7 +175,17 @@ def _age_text(age_s: float | None) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
-_COLUMNS: Final = ("NODE", "STATUS", "VERDICT", "SCORE", "AGE", "ALARM", "CAPTURE", "OUTBOX", "")
+_COLUMNS: Final = (
+    "NODE", "STATUS", "VERDICT", "SCORE", "MOD2F", "AGE", "ALARM", "CAPTURE", "OUTBOX", "",
+)  # fmt: skip
+"""MOD2F: how far the high band's modulation at twice the line frequency stands above its
+floor (dB, and at which grid): the physical reason a window reads as corona."""
+
+
+def _mod_text(view: NodeView) -> str:
+    if view.mod_db is None:
+        return "-"
+    return f"{view.mod_db:.1f}dB" + (f"@{view.line_hz}" if view.line_hz else "")
 
 
 def render_table(views: Sequence[NodeView], now: datetime, *, prefix: str = "") -> str:
@@ -178,6 +196,7 @@ def render_table(views: Sequence[NodeView], now: datetime, *, prefix: str = "") 
             v.status or "-",
             v.label or "-",
             f"{v.score:.3f}" if v.score is not None else "-",
+            _mod_text(v),
             _age_text(v.age_s(now)),
             v.alarm or "-",
             v.capture or "-",

@@ -75,15 +75,18 @@ class TestRenderTable:
     def test_rows_show_every_column(self) -> None:
         """A node's row shows status, label, score, age, alarm, capture and outbox depth."""
         view = NodeView(
-            node="t1", status="online", label="anomalous", score=0.9312, seq=4,
+            node="t1", status="online", label="anomalous", score=0.9312, mod_db=18.26, line_hz=50,
+            seq=4,
             verdict_end=NOW - timedelta(seconds=12), alarm="alarm", capture="ok", outbox_depth=3,
         )  # fmt: skip
         table = render_table([view], NOW, prefix="corona/v1")
         assert table.splitlines()[0].startswith("corona-monitor watch  corona/v1  2026-11-25T12")
         assert row(table, "NODE") == [
-            "NODE", "STATUS", "VERDICT", "SCORE", "AGE", "ALARM", "CAPTURE", "OUTBOX",
+            "NODE", "STATUS", "VERDICT", "SCORE", "MOD2F", "AGE", "ALARM", "CAPTURE", "OUTBOX",
         ]  # fmt: skip
-        assert row(table, "t1") == ["t1", "online", "anomalous", "0.931", "12s", "alarm", "ok", "3"]
+        assert row(table, "t1") == [
+            "t1", "online", "anomalous", "0.931", "18.3dB@50", "12s", "alarm", "ok", "3",
+        ]  # fmt: skip
 
     def test_stale_after_two_default_windows(self) -> None:
         """Without a window length from health, a verdict older than 2 x 30 s is STALE."""
@@ -94,7 +97,7 @@ class TestRenderTable:
         table = render_table([fresh, old], NOW)
         assert "STALE" not in row(table, "a")
         assert row(table, "b")[-1] == "STALE"
-        assert row(table, "b")[4] == "1m01s"
+        assert row(table, "b")[5] == "1m01s"
 
     def test_stale_uses_window_length_from_health(self) -> None:
         """A node reporting 5 s windows is stale after 10 s; one reporting 600 s is not."""
@@ -111,7 +114,7 @@ class TestRenderTable:
     def test_node_without_verdict_is_stale_with_dashes(self) -> None:
         """A node known only from its status shows dashes and is stale."""
         table = render_table([NodeView(node="x", status="offline")], NOW)
-        assert row(table, "x") == ["x", "offline", "-", "-", "-", "-", "-", "-", "STALE"]
+        assert row(table, "x") == ["x", "offline", "-", "-", "-", "-", "-", "-", "-", "STALE"]
 
     def test_empty_table_says_so(self) -> None:
         """No node yet: the header and a note, not an empty screen."""
@@ -142,6 +145,18 @@ class TestState:
         state.update("corona/v1/a/verdict", b"not json")
         state.update("corona/v1/a/health", b"[1, 2]")
         assert state.views() == [NodeView(node="a")]
+
+    def test_verdict_physics_show_the_modulation(self) -> None:
+        """physics.mod_db and line_hz of a verdict reach the row; junk there shows as '-'."""
+        doc = json.loads(verdict("a", 1, NOW, "anomalous", 0.9))
+        doc["physics"] = {"line_hz": 60, "mod_db": 21.04, "mod_depth": 0.5}
+        view = apply_message(NodeView(node="a"), "verdict", json.dumps(doc).encode())
+        assert (view.mod_db, view.line_hz) == (21.04, 60)
+        assert row(render_table([view], NOW), "a")[4] == "21.0dB@60"
+        doc["physics"] = {"line_hz": "\x1b[2J", "mod_db": "loud"}
+        view = apply_message(NodeView(node="a"), "verdict", json.dumps(doc).encode())
+        assert (view.mod_db, view.line_hz) == (None, None)
+        assert row(render_table([view], NOW), "a")[4] == "-"
 
     def test_replayed_older_verdict_does_not_hide_newer(self) -> None:
         """A late (lower seq) verdict from the outbox does not replace the newest one."""
@@ -187,11 +202,13 @@ class TestRunWatch:
         table = out.getvalue()
         a = row(table, "tower-a")
         assert a[:4] == ["tower-a", "online", "anomalous", "0.870"]
-        assert a[5:8] == ["alarm", "ok", "2"]
+        assert a[4] == "-"  # the test verdict carries no physics
+        assert a[6:9] == ["alarm", "ok", "2"]
         assert a[-1] != "STALE"
         assert row(table, "tower-b") == [
             "tower-b",
             "stopped",
+            "-",
             "-",
             "-",
             "-",
