@@ -1,9 +1,14 @@
 """train.synth.field: real backgrounds looped without gaps, a random microphone, determinism."""
 
+import csv
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from daemon.constants import SAMPLE_RATE
+from tests.test_recordings import write_set
+from train.cli import main
 from train.synth.field import Background, _looped, apply
 
 
@@ -32,3 +37,30 @@ def test_without_backgrounds_only_the_microphone_changes_the_clip() -> None:
     out, draw = apply(clip, np.random.default_rng(1), [])
     assert draw.background == ""
     assert np.max(np.abs(out)) == pytest.approx(0.0)
+
+
+def test_synth_cli_puts_the_chosen_split_under_the_clips(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`corona-train synth --backgrounds DIR` uses only that split's recordings, says which in
+    the manifest, and a folder without such rows is one clear error."""
+    recordings = write_set(tmp_path / "rec")
+    out = tmp_path / "set"
+    args = ["synth", str(out), "--normal", "3", "--anomalous", "3", "--seed", "4"]
+    code = main([*args, "--min-s", "1", "--max-s", "1.5", "--backgrounds", str(recordings)])
+    assert code == 0, capfd.readouterr().err
+    with (out / "manifest.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    used = {r["background"] for r in rows} - {""}
+    assert used and used <= {"rain.wav", "wind.wav"}  # the train split only
+    assert all(r["mic"].startswith("lowcut") for r in rows)
+    # Only holdout rows: nothing to train over, said in one line naming the folder.
+    holdout_only = tmp_path / "holdout-only"
+    write_set(holdout_only)
+    manifest = holdout_only / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace(",train,", ",holdout,"), encoding="utf-8")
+    code = main([args[0], str(tmp_path / "other"), *args[2:], "--backgrounds", str(holdout_only)])
+    err = capfd.readouterr().err
+    assert code != 0
+    assert f"{holdout_only}: no 'train' recordings in its manifest" in err
+    assert "Traceback" not in err
