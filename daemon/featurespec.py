@@ -92,7 +92,7 @@ class FeatureSpec:
             return means
         if measurement is None:
             raise ModelError("features: this model needs the physics block, none was measured")
-        values = measurement.select(self.line_setting).values()
+        values = measurement.select(self.line_setting).values(self.physics.names)
         return np.concatenate([means, np.asarray(values, dtype=np.float32)])
 
     def vectors(
@@ -103,8 +103,10 @@ class FeatureSpec:
         if self.physics is None:
             return means
         rows = np.asarray(measurements, dtype=np.float64).reshape(len(means), -1)
+        names = self.physics.names
         values = [
-            phys.Measurement.from_array(row).select(self.line_setting).values() for row in rows
+            phys.Measurement.from_array(row).select(self.line_setting).values(names)
+            for row in rows
         ]
         block = np.asarray(values, dtype=np.float32).reshape(len(means), len(self.physics.names))
         return np.concatenate([means, block], axis=1)

@@ -117,9 +117,11 @@ class Physics:
     hum_db: float
     crackle_db: float
 
-    def values(self) -> tuple[float, ...]:
-        """The model-facing values in `NAMES` order."""
-        return (self.mod_db, self.mod_depth, self.hum_db, self.crackle_db)
+    def values(self, names: tuple[str, ...] = NAMES) -> tuple[float, ...]:
+        """The named model-facing values (a subset of `NAMES`), in the order given."""
+        every = {"mod_db": self.mod_db, "mod_depth": self.mod_depth, "hum_db": self.hum_db}
+        every["crackle_db"] = self.crackle_db
+        return tuple(every[name] for name in names)
 
     def as_dict(self) -> dict[str, float | int]:
         """The verdict's ``physics`` object (rounded for people; the model sees full values)."""

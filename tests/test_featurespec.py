@@ -103,3 +103,18 @@ def test_vector_and_model_input() -> None:
     with pytest.raises(ModelError, match="needs the physics block"):
         spec.vector(means, None)
     assert FeatureSpec(physics=None).vector(means, None).shape == (spec.n_bins,)
+
+
+def test_a_subset_of_physics_names_gives_those_values_in_that_order() -> None:
+    spec = FeatureSpec(physics=PhysicsSpec(names=("hum_db", "mod_db")))
+    samples = (0.1 * np.random.default_rng(1).standard_normal(44100)).astype(np.float32)
+    measurement = measure(samples)
+    physics = measurement.select("auto")
+    means = np.ones(spec.n_bins, np.float32)
+    assert spec.width == spec.n_bins + 2
+    np.testing.assert_allclose(
+        spec.vector(means, measurement)[-2:], [physics.hum_db, physics.mod_db]
+    )
+    batch = spec.vectors(np.stack([means, means]), np.stack([measurement.to_array()] * 2))
+    assert batch.shape == (2, spec.width)
+    np.testing.assert_allclose(batch[:, -2:], [[physics.hum_db, physics.mod_db]] * 2, rtol=1e-6)

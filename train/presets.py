@@ -22,7 +22,7 @@ import numpy as np
 from daemon.constants import N_BINS, SAMPLE_RATE
 from daemon.errors import DataError
 from daemon.featurespec import FeatureSpec, PhysicsSpec
-from daemon.physics import LineSetting
+from daemon.physics import NAMES, LineSetting
 
 POWER_MEAN: Final = "power_mean"
 LOG10_POWER_MEAN: Final = "log10_power_mean"
@@ -61,6 +61,8 @@ class Preset:
     fixed_threshold: float = 0.5
     physics: bool = False
     """Whether the model consumes the physics block (FeatureSpec.physics)."""
+    physics_names: tuple[str, ...] = NAMES
+    """Which physics values it consumes (a subset of daemon.physics.NAMES, in that order)."""
     spectrum: Literal["bins", "bands", "none"] = "bins"
     """How the row means enter: all 513 bins, `bands` log-spaced band levels, or not at all."""
     bands: int = 8
@@ -75,7 +77,7 @@ class Preset:
 
     def feature_spec(self, *, window_s: float, line_hz: LineSetting = "auto") -> FeatureSpec:
         """The FeatureSpec a model of this preset consumes."""
-        physics = PhysicsSpec(line_hz=line_hz) if self.physics else None
+        physics = PhysicsSpec(line_hz=line_hz, names=self.physics_names) if self.physics else None
         return FeatureSpec(transform=self.transform, window_s=window_s, physics=physics)
 
     def replace(self, **changes: object) -> Preset:
