@@ -31,6 +31,7 @@ PHYSICS_INPUT_SCALE: Final[Mapping[str, float]] = {
     "mod_db": 0.1,
     "mod_depth": 1.0,
     "hum_db": 0.1,
+    "sub_db": 0.1,
     "crackle_db": 0.1,
 }
 """Model input = physics value x scale: dB become bels (about -1..6), the depth stays a ratio."""

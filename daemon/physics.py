@@ -38,6 +38,11 @@ Values (`NAMES`, in this order):
   1 = fully on/off at every crest). Falls as unmodulated background adds to the mean.
 - ``hum_db``: ``10 log10(sum_h peak_h / sum_h floor_h)`` of the low-band spectrum: the tonal
   hum at 2f and harmonics over the spectrum beside it (0 to +5 dB without a tone).
+- ``sub_db``: the same ratio of the envelope spectrum at the fractions ``2f j / k`` (k = 3, 4,
+  5; j = 1..k-1; 1/2 left out, it is f): 33.3, 66.7, 25, 75, 20, 40, 60, 80 Hz on a 50 Hz
+  grid. Corona repeats with the line's own period, so its envelope has lines at multiples of
+  f only; a periodic sound that merely has a harmonic on 2f (a cricket pulsing at 33.3 Hz: its
+  3rd harmonic is 100 Hz) shows its fundamental here. About +4 dB without such a sound.
 - ``crackle_db``: ``10 log10(mean(E**2) / mean(E)**2)`` with ``E[b] = e[b]**2`` the high-band
   energy of each 0.73 ms block: the crest of the high band's power. About 0.5 dB for white hiss
   at any level, about ``10 log10(1 / duty)`` for clicks that fill a fraction ``duty`` of the
@@ -74,6 +79,9 @@ SEGMENT: Final = 2048
 HARMONICS: Final = (1, 2, 3)
 """Harmonics of twice the line frequency that are measured (100/200/300 or 120/240/360 Hz)."""
 
+SUBHARMONIC_FRACTIONS: Final = (1 / 3, 2 / 3, 1 / 4, 3 / 4, 1 / 5, 2 / 5, 3 / 5, 4 / 5)
+"""Fractions of 2f where a periodic non-corona sound with a harmonic on 2f has its lines."""
+
 PEAK_HALF_WIDTH_HZ: Final = 1.0
 """A peak is searched this far either side of its nominal frequency (grid drift, bin edges)."""
 
@@ -84,7 +92,10 @@ FLOOR_FAR_HZ: Final = 15.0
 LINE_FREQUENCIES: Final = (50, 60)
 LineSetting = Literal[50, 60, "auto"]
 
-NAMES: Final = ("mod_db", "mod_depth", "hum_db", "crackle_db")
+LINE_VALUES: Final = ("mod_db", "mod_depth", "hum_db", "sub_db")
+"""The values measured at each line frequency (`LineEvidence`)."""
+
+NAMES: Final = (*LINE_VALUES, "crackle_db")
 """The model-facing physics values, in vector order (``line_hz`` is reported beside them)."""
 
 RATIO_LIMIT_DB: Final = 60.0
@@ -105,6 +116,7 @@ class LineEvidence:
     mod_db: float
     mod_depth: float
     hum_db: float
+    sub_db: float
 
 
 @dataclass(frozen=True)
@@ -115,23 +127,19 @@ class Physics:
     mod_db: float
     mod_depth: float
     hum_db: float
+    sub_db: float
     crackle_db: float
 
     def values(self, names: tuple[str, ...] = NAMES) -> tuple[float, ...]:
         """The named model-facing values (a subset of `NAMES`), in the order given."""
-        every = {"mod_db": self.mod_db, "mod_depth": self.mod_depth, "hum_db": self.hum_db}
-        every["crackle_db"] = self.crackle_db
-        return tuple(every[name] for name in names)
+        return tuple(float(getattr(self, name)) for name in names)
 
     def as_dict(self) -> dict[str, float | int]:
         """The verdict's ``physics`` object (rounded for people; the model sees full values)."""
-        return {
-            "line_hz": self.line_hz,
-            "mod_db": round(self.mod_db, 2),
-            "mod_depth": round(self.mod_depth, 4),
-            "hum_db": round(self.hum_db, 2),
-            "crackle_db": round(self.crackle_db, 2),
-        }
+        rounded: dict[str, float | int] = {"line_hz": self.line_hz}
+        for name in NAMES:
+            rounded[name] = round(getattr(self, name), 4 if name == "mod_depth" else 2)
+        return rounded
 
 
 @dataclass(frozen=True)
@@ -150,15 +158,13 @@ class Measurement:
             evidence = next(e for e in self.by_line if e.line_hz == line)
         return Physics(
             line_hz=evidence.line_hz,
-            mod_db=evidence.mod_db,
-            mod_depth=evidence.mod_depth,
-            hum_db=evidence.hum_db,
+            **{name: getattr(evidence, name) for name in LINE_VALUES},
             crackle_db=self.crackle_db,
         )
 
     def to_array(self) -> npt.NDArray[np.float64]:
-        """A flat float64 array (for caches): per line mod_db, mod_depth, hum_db; crackle."""
-        flat = [v for e in self.by_line for v in (e.mod_db, e.mod_depth, e.hum_db)]
+        """A flat float64 array (for caches): per line its `LINE_VALUES`, then crackle_db."""
+        flat = [getattr(e, name) for e in self.by_line for name in LINE_VALUES]
         return np.array([*flat, self.crackle_db], dtype=np.float64)
 
     @classmethod
@@ -167,14 +173,15 @@ class Measurement:
         values = [float(v) for v in np.asarray(array, dtype=np.float64).ravel()]
         if len(values) != MEASUREMENT_SIZE:
             raise ValueError(f"physics: expected {MEASUREMENT_SIZE} values, got {len(values)}")
+        size = len(LINE_VALUES)
         by_line = tuple(
-            LineEvidence(line, *values[3 * i : 3 * i + 3])
+            LineEvidence(line, *values[size * i : size * (i + 1)])
             for i, line in enumerate(LINE_FREQUENCIES)
         )
         return cls(by_line=by_line, crackle_db=values[-1])
 
 
-MEASUREMENT_SIZE: Final = 3 * len(LINE_FREQUENCIES) + 1
+MEASUREMENT_SIZE: Final = len(LINE_VALUES) * len(LINE_FREQUENCIES) + 1
 """Length of `Measurement.to_array`."""
 
 
@@ -232,12 +239,21 @@ def _ratio_db(peak: float, floor: float) -> float:
     return float(np.clip(ratio, -RATIO_LIMIT_DB, RATIO_LIMIT_DB))
 
 
+def _harmonics(line_hz: int) -> tuple[float, ...]:
+    return tuple(2.0 * line_hz * harmonic for harmonic in HARMONICS)
+
+
+def _subharmonics(line_hz: int) -> tuple[float, ...]:
+    return tuple(2.0 * line_hz * fraction for fraction in SUBHARMONIC_FRACTIONS)
+
+
 @lru_cache(maxsize=64)
-def _bands(n_bins: int, bin_hz: float, line_hz: int) -> tuple[tuple[slice, slice, slice], ...]:
-    """Per harmonic of 2 x line_hz inside the spectrum: (peak bins, lower floor, upper floor)."""
+def _bands(
+    n_bins: int, bin_hz: float, targets: tuple[float, ...]
+) -> tuple[tuple[slice, slice, slice], ...]:
+    """Per target frequency inside the spectrum: (peak bins, lower floor, upper floor)."""
     bands = []
-    for harmonic in HARMONICS:
-        target = 2.0 * line_hz * harmonic
+    for target in targets:
         peak = slice(
             max(0, int(np.ceil((target - PEAK_HALF_WIDTH_HZ) / bin_hz))),
             int(np.floor((target + PEAK_HALF_WIDTH_HZ) / bin_hz)) + 1,
@@ -257,11 +273,11 @@ def _bands(n_bins: int, bin_hz: float, line_hz: int) -> tuple[tuple[slice, slice
 
 
 def _peaks_and_floors(
-    power: npt.NDArray[np.float64], bin_hz: float, line_hz: int
+    power: npt.NDArray[np.float64], bin_hz: float, targets: tuple[float, ...]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Per harmonic of 2 x line_hz: the peak bin and the local floor (median of the sides)."""
+    """Per target frequency: the peak bin and the local floor (median of the sides)."""
     peaks, floors = [], []
-    for peak, lower, upper in _bands(power.shape[0], bin_hz, line_hz):
+    for peak, lower, upper in _bands(power.shape[0], bin_hz, targets):
         peaks.append(float(power[peak].max()))
         floors.append(float(np.median(np.concatenate([power[lower], power[upper]]))))
     return np.array(peaks), np.array(floors)
@@ -274,19 +290,22 @@ def _line_evidence(
     bin_hz: float,
     line_hz: int,
 ) -> LineEvidence:
-    mod_db = mod_depth = hum_db = 0.0
+    mod_db = mod_depth = hum_db = sub_db = 0.0
     if envelope_power is not None:
-        peaks, floors = _peaks_and_floors(envelope_power, bin_hz, line_hz)
+        peaks, floors = _peaks_and_floors(envelope_power, bin_hz, _harmonics(line_hz))
         if peaks.size:
             mod_db = _ratio_db(float(peaks.sum()), float(floors.sum()))
             if envelope_mean > 0.0:
                 swing = float(np.sum(2.0 * np.maximum(peaks - floors, 0.0)))
                 mod_depth = float(np.sqrt(swing) / envelope_mean)
+        peaks, floors = _peaks_and_floors(envelope_power, bin_hz, _subharmonics(line_hz))
+        if peaks.size:
+            sub_db = _ratio_db(float(peaks.sum()), float(floors.sum()))
     if hum_power is not None:
-        peaks, floors = _peaks_and_floors(hum_power, bin_hz, line_hz)
+        peaks, floors = _peaks_and_floors(hum_power, bin_hz, _harmonics(line_hz))
         if peaks.size:
             hum_db = _ratio_db(float(peaks.sum()), float(floors.sum()))
-    return LineEvidence(line_hz=line_hz, mod_db=mod_db, mod_depth=mod_depth, hum_db=hum_db)
+    return LineEvidence(line_hz, mod_db=mod_db, mod_depth=mod_depth, hum_db=hum_db, sub_db=sub_db)
 
 
 def _crackle_db(energy: npt.NDArray[np.float64]) -> float:

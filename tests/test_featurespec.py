@@ -95,10 +95,16 @@ def test_vector_and_model_input() -> None:
     physics = measure(samples).select("auto")
     np.testing.assert_allclose(
         model_input[spec.n_bins :],
-        [physics.mod_db / 10, physics.mod_depth, physics.hum_db / 10, physics.crackle_db / 10],
+        [
+            physics.mod_db / 10,
+            physics.mod_depth,
+            physics.hum_db / 10,
+            physics.sub_db / 10,
+            physics.crackle_db / 10,
+        ],
         rtol=1e-5,
     )
-    with pytest.raises(ModelError, match="expected vectors of 517 values"):
+    with pytest.raises(ModelError, match="expected vectors of 518 values"):
         spec.model_input(means)
     with pytest.raises(ModelError, match="needs the physics block"):
         spec.vector(means, None)

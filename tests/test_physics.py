@@ -64,6 +64,18 @@ def test_off_grid_modulation_is_not_line_locked() -> None:
     assert physics.mod_db < 8.0
 
 
+def test_a_cricket_whose_harmonic_lands_on_2f_shows_its_own_period() -> None:
+    """Pulses at 33.3 Hz put their 3rd harmonic on 100 Hz (mod_db high), but also lines at
+    33.3 and 66.7 Hz where corona, periodic at the line's own period, has none (sub_db)."""
+    pulses = np.abs(np.sin(np.pi * (100.0 / 3) * TIME_S)) ** 32  # sharp pulses at 33.3 Hz
+    cricket = measure((noise(4) * pulses).astype(np.float32)).select(50)
+    corona = measure(crest_modulated(50)).select(50)
+    assert cricket.mod_db > 15.0
+    assert cricket.sub_db > 15.0
+    assert corona.mod_db > 20.0
+    assert corona.sub_db < 8.0
+
+
 def test_tonal_hum_at_twice_line_frequency() -> None:
     hum = 0.02 * np.sin(2 * np.pi * 120.0 * TIME_S) + 0.01 * np.sin(2 * np.pi * 240.0 * TIME_S)
     physics = measure((noise(level=0.01) + hum).astype(np.float32)).select("auto")
@@ -139,7 +151,7 @@ def test_digital_silence_and_dc_read_neutral() -> None:
 def test_measurement_round_trips_through_its_array() -> None:
     measurement = measure(crest_modulated(50))
     assert Measurement.from_array(measurement.to_array()) == measurement
-    with pytest.raises(ValueError, match="expected 7 values"):
+    with pytest.raises(ValueError, match="expected 9 values"):
         Measurement.from_array([1.0, 2.0])
 
 
