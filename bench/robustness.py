@@ -7,16 +7,17 @@ One run builds (cached in --work):
          the clips (`corona-train synth --backgrounds`, when data/recordings exists)
   (a)    synth seed 777 with other settings (60-120 s files, no real backgrounds), and 60
          files of bench/othersim.py, an independently written simulator
-  (b)    clips cut from the `holdout` real recordings (whole packages training never used),
-         half with othersim's corona mixed in from 15 dB below the recording to 10 dB above
+  (b)    4 clips of 30 s from each `holdout` real recording (a whole package training never
+         used), two of them with othersim's corona mixed in from 15 dB below the recording to
+         10 dB above
   (c)    one continuous hour of holdout rain/wind/storm recordings (no corona), replayed
          through `corona-monitor --replay` with the alarm rule (k of n) applied to its verdicts
 
 and prints one row per model: file ROC-AUC and accuracy on (a), (a'), (b), and anomalous
-windows and alarm raises in (c). Models: the seed preset (float), rowmeans (today's
-row-means-only default, int8), the new default (float and int8), the physics-only ablation
-(int8) and the shipped models/corona-demo.tflite. Scores come from `corona-train evaluate`'s
-code (the daemon's runner).
+windows and alarm raises in (c). Models: the seed preset (float), rowmeans (the old
+row-means-only default, int8), the default (float and int8), the bands ablation (int8) and
+the shipped models/corona-demo.tflite (--shipped: another model to compare). Scores come
+from `corona-train evaluate`'s code (the daemon's runner).
 """
 
 from __future__ import annotations
@@ -85,24 +86,26 @@ def _holdout() -> list[tuple[Path, str]]:
     return [(r.path, r.category) for r in load_manifest(RECORDINGS) if r.split == "holdout"]
 
 
-def real_clips(out: Path, *, seed: int, clip_s: float = 30.0) -> None:
-    """30 s clips of every holdout recording; every other one with corona mixed in."""
+def real_clips(out: Path, *, seed: int, clip_s: float = 30.0, per_recording: int = 4) -> None:
+    """`per_recording` 30 s clips of every holdout recording (looped when shorter), from random
+    offsets at random microphone gains; half of each recording's clips get corona mixed in,
+    so every background is heard both with and without it."""
     from daemon.audio import load
 
     rng = np.random.default_rng(seed)
     rows = ["file,label,source,category,corona_rel_db"]
     (out / "normal").mkdir(parents=True, exist_ok=True)
     (out / "anomalous").mkdir(parents=True, exist_ok=True)
+    n = round(clip_s * SAMPLE_RATE)
     index = 0
     for path, category in _holdout():
         samples, _ = load(path)
-        n = round(clip_s * SAMPLE_RATE)
-        if samples.shape[0] < n:
-            samples = np.tile(samples, int(np.ceil(n / samples.shape[0])))
-        for start in range(0, samples.shape[0] - n + 1, n):
-            clip = samples[start : start + n].astype(np.float64)
+        looped = np.tile(samples, int(np.ceil(2 * n / samples.shape[0])) + 1)
+        for k in range(per_recording):
+            start = int(rng.integers(0, looped.shape[0] - n))
+            clip = looped[start : start + n].astype(np.float64)
             clip *= 10 ** (rng.uniform(-20, 10) / 20)  # microphone gain
-            anomalous = index % 2 == 1
+            anomalous = k % 2 == 1
             rel = ""
             if anomalous:
                 rms = float(np.sqrt(np.mean(clip**2))) or 1e-4
@@ -138,9 +141,9 @@ def train_models(work: Path, train_set: Path) -> dict[str, Path]:
     plans = {
         "seed preset, float": ("seed", "none"),
         "rowmeans (old default), int8": ("rowmeans", "int8"),
-        "default, float": ("default", "none"),
-        "default, int8": ("default", "int8"),
-        "physics only, int8": ("physics", "int8"),
+        "default (physics block), float": ("default", "none"),
+        "default (physics block), int8": ("default", "int8"),
+        "bands (physics + 8 gain-free bands), int8": ("bands", "int8"),
     }
     models = {}
     for label, (preset, quantize) in plans.items():

@@ -156,11 +156,11 @@ def inspect(*, data_dir: Path, as_csv: bool, window_s: float | None) -> None:
 )
 @click.option(
     "--preset",
-    type=click.Choice(["seed", "default", "rowmeans", "physics"]),
+    type=click.Choice(["seed", "default", "bands", "rowmeans"]),
     default="default",
     show_default=True,
-    help="seed: the notebook exactly; default: physics block + gain-free bands;"
-    " rowmeans: the 513 log row means only (the old default); physics: the physics block only.",
+    help="seed: the notebook exactly; default: the physics block; bands: physics block +"
+    " gain-free spectrum bands; rowmeans: the 513 log row means only (the old default).",
 )
 @click.option(
     "--line-hz",
