@@ -170,7 +170,9 @@ def storm_replay(model: Path, wav: Path, work: Path) -> tuple[int, int, int]:
     """(windows, anomalous windows, alarm raises) of the storm hour through the daemon."""
     config = work / f"replay-{model.stem}.yaml"
     config.write_text(
-        f"model: {{path: {model}}}\noutbox: {{path: {work / 'outbox.sqlite'}}}\n"
+        # Absolute: a config's relative paths resolve against the config's own folder.
+        f"model: {{path: {model.resolve()}}}\n"
+        f"outbox: {{path: {(work / 'outbox.sqlite').resolve()}}}\n"
         "logging: {level: error}\n",
         encoding="utf-8",
     )
@@ -202,7 +204,10 @@ def main() -> int:
     parser.add_argument("--train-files", type=int, default=200)
     parser.add_argument("--shipped", type=Path, default=ROOT / "models" / "corona-demo.tflite")
     args = parser.parse_args()
-    work: Path = args.work
+    work: Path = args.work.resolve()
+    # Relative to the repository (the commands run there): run.json and model metadata record
+    # the paths they were given, and a machine's layout does not belong in a shipped model.
+    work = work.relative_to(ROOT) if work.is_relative_to(ROOT) else work
     work.mkdir(parents=True, exist_ok=True)
     sets = build_sets(work, args.train_files)
     storm = storm_hour(work)

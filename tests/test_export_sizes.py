@@ -32,7 +32,7 @@ def test_default_preset_exports_to_int8(
     assert code == 0, err
     meta = json.loads(model.with_suffix(".json").read_text())
     assert meta["quantization"] == "int8"
-    assert meta["features"]["physics"]["names"] == ["mod_db", "mod_depth", "hum_db", "crackle_db"]
+    assert meta["features"]["physics"]["names"] == ["mod_db", "hum_db", "sub_db", "crackle_db"]
     parity = meta["metrics"]["parity"]
     assert parity["windows"] >= 2 * files  # compared on every window, training and test
     assert parity["tflite"]["roc_auc"] >= parity["keras"]["roc_auc"] - 0.02
