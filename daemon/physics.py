@@ -250,8 +250,8 @@ def _subharmonics(line_hz: int) -> tuple[float, ...]:
 @lru_cache(maxsize=64)
 def _bands(
     n_bins: int, bin_hz: float, targets: tuple[float, ...]
-) -> tuple[tuple[slice, slice, slice], ...]:
-    """Per target frequency inside the spectrum: (peak bins, lower floor, upper floor)."""
+) -> tuple[tuple[slice, npt.NDArray[np.intp]], ...]:
+    """Per target frequency inside the spectrum: (peak bins, floor bins of both sides)."""
     bands = []
     for target in targets:
         peak = slice(
@@ -268,7 +268,9 @@ def _bands(
         )
         if upper.stop > n_bins or peak.stop <= peak.start or lower.stop <= lower.start:
             continue  # beyond this spectrum's range (a very short window)
-        bands.append((peak, lower, upper))
+        floor = np.r_[lower, upper].astype(np.intp)
+        floor.flags.writeable = False
+        bands.append((peak, floor))
     return tuple(bands)
 
 
@@ -277,9 +279,9 @@ def _peaks_and_floors(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Per target frequency: the peak bin and the local floor (median of the sides)."""
     peaks, floors = [], []
-    for peak, lower, upper in _bands(power.shape[0], bin_hz, targets):
+    for peak, floor in _bands(power.shape[0], bin_hz, targets):
         peaks.append(float(power[peak].max()))
-        floors.append(float(np.median(np.concatenate([power[lower], power[upper]]))))
+        floors.append(float(np.median(power[floor])))
     return np.array(peaks), np.array(floors)
 
 
@@ -340,13 +342,28 @@ class PhysicsAccumulator:
         """Add the next samples of the window (float32, 1-D)."""
         if samples.shape[0] == 0:
             return
-        buffer = np.concatenate([self._pending, samples]) if self._pending.shape[0] else samples
-        start = self._pending_start
-        block = ENVELOPE_BLOCK
+        start = self._pending_start + self._pending.shape[0]  # window offset of samples[0]
+        if self._pending.shape[0]:
+            # Blocks that began in the carried-over samples end within the next block + 2:
+            # only those go through a (small) joined copy; the rest read `samples` in place.
+            head = np.concatenate([self._pending, samples[: ENVELOPE_BLOCK + 2]])
+            self._consume(head, self._pending_start)
+        self._consume(samples, start)
+        keep_from = min(self._low_blocks, self._high_blocks) * ENVELOPE_BLOCK
+        if keep_from >= start:
+            self._pending = samples[keep_from - start :].copy()
+        else:  # samples too short to finish the carried-over blocks
+            self._pending = np.concatenate(
+                [self._pending[keep_from - self._pending_start :], samples]
+            )
+        self._pending_start = keep_from
 
+    def _consume(self, buffer: npt.NDArray[np.float32], start: int) -> None:
+        """Every next whole block that lies in ``buffer`` (window offset ``start``)."""
+        block = ENVELOPE_BLOCK
         # Low band: whole blocks of x.
         first = self._low_blocks * block - start
-        count = (buffer.shape[0] - first) // block
+        count = (buffer.shape[0] - first) // block if first >= 0 else 0
         if count > 0:
             rows = buffer[first : first + count * block].reshape(count, block)
             self._low.append(np.einsum("ij->i", rows))
@@ -354,7 +371,7 @@ class PhysicsAccumulator:
 
         # High band: d[i] = x[i+2] - 2 x[i+1] + x[i], blocks of `block` consecutive d's.
         first = self._high_blocks * block - start  # x index of the block's first d
-        count = (buffer.shape[0] - first - 2) // block
+        count = (buffer.shape[0] - first - 2) // block if first >= 0 else 0
         if count > 0:
             stop = first + count * block
             d = np.subtract(buffer[first + 2 : stop + 2], buffer[first + 1 : stop + 1])
@@ -363,10 +380,6 @@ class PhysicsAccumulator:
             rows = d.reshape(count, block)
             self._energy.append(np.einsum("ij,ij->i", rows, rows))
             self._high_blocks += count
-
-        keep_from = min(self._low_blocks, self._high_blocks) * block
-        self._pending = buffer[keep_from - start :].copy()
-        self._pending_start = keep_from
 
     def finish(self) -> Measurement:
         """The window's measurement (the accumulator must not be pushed to afterwards)."""
