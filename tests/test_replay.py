@@ -142,6 +142,13 @@ class TestReplayAgreesWithEvaluate:
             got = [v["score"] for v in replayed if v["file"] == str(wav)]
             assert len(got) == len(expected) == 2
             np.testing.assert_allclose(got, expected, atol=1e-6)
+            # The shipped model reads the physics block; the verdicts carry it as measured.
+            samples, _ = audio.load(wav)
+            windows = windows_of(samples, sample_rate=SAMPLE_RATE, length_s=30.0, hop_s=30.0)
+            assert [v["physics"] for v in replayed if v["file"] == str(wav)] == [
+                w.physics.select("auto").as_dict() for w in windows
+            ]
+        assert Model.load(SHIPPED_MODEL).spec.physics is not None
 
 
 class TestRealtime:

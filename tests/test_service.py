@@ -36,8 +36,9 @@ from tests.fixtures.microphone import INT16_FULL_SCALE, PulseSink, to_int16
 
 class TestLiveEndToEnd:
     def test_file_microphone_to_schema_valid_verdicts(self, rig: Rig) -> None:
-        """Known audio in gives valid verdicts whose scores equal the model on the same windows:
-        live == replay == evaluate, since all three use daemon.windows and Model.score."""
+        """Known audio in gives valid verdicts whose scores and physics equal the batch result on
+        the same windows: live == replay == evaluate, since all three use daemon.windows and
+        Model.score."""
         clip = noisy_clip(2.0, seed=7, amplitude=0.3)
         rig.mic.write(clip)
         sub = rig.watch()
@@ -55,6 +56,10 @@ class TestLiveEndToEnd:
         windows = windows_of(samples, sample_rate=SAMPLE_RATE, length_s=WINDOW_S, hop_s=WINDOW_S)
         expected = Model.load(rig.model_path).score(np.stack([w.features for w in windows]))
         np.testing.assert_allclose([v["score"] for v in got], expected, atol=1e-6)
+        # The physics block too: streamed live, it equals the batch measurement of each window.
+        assert [v["physics"] for v in got] == [
+            w.physics.select("auto").as_dict() for w in windows[:n_windows]
+        ]
         assert [v["seq"] for v in got] == sorted({v["seq"] for v in got})
 
         # Retained state seen by a subscriber that arrives later: online, and a valid health.
