@@ -106,8 +106,7 @@ class FeatureSpec:
         rows = np.asarray(measurements, dtype=np.float64).reshape(len(means), -1)
         names = self.physics.names
         values = [
-            phys.Measurement.from_array(row).select(self.line_setting).values(names)
-            for row in rows
+            phys.Measurement.from_array(row).select(self.line_setting).values(names) for row in rows
         ]
         block = np.asarray(values, dtype=np.float32).reshape(len(means), len(self.physics.names))
         return np.concatenate([means, block], axis=1)
