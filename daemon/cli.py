@@ -110,6 +110,63 @@ def watch(
     ctx.exit(run_watch(settings, prefix=prefix, once=once, wait_s=wait_s, out=sys.stdout))
 
 
+@cli.group()
+def baseline() -> None:
+    """The on-site baseline this node learns of its own tower (status, reset, import)."""
+
+
+def _echo(text: str) -> None:
+    click.echo(text)
+
+
+@baseline.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@_config_option
+@click.pass_context
+def baseline_status(ctx: click.Context, as_json: bool, config_path: Path | None) -> None:
+    """Learning or ready, how much is learned, and whether it fits the configured model."""
+    from daemon.baseline_cli import run_status
+
+    ctx.exit(run_status(_resolve_config(ctx, config_path), as_json=as_json, say=_echo))
+
+
+@baseline.command("reset")
+@_config_option
+@click.pass_context
+def baseline_reset(ctx: click.Context, config_path: Path | None) -> None:
+    """Forget what was learned (stop the daemon first); it learns again from its next window."""
+    from daemon.baseline_cli import run_reset
+
+    ctx.exit(run_reset(_resolve_config(ctx, config_path), say=_echo))
+
+
+@baseline.command("import")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--replace", is_flag=True, help="Replace an existing baseline.")
+@click.option(
+    "--all-windows",
+    is_flag=True,
+    help="Also learn windows the model calls anomalous (default: leave them out).",
+)
+@_config_option
+@click.pass_context
+def baseline_import(
+    ctx: click.Context, folder: Path, replace: bool, all_windows: bool, config_path: Path | None
+) -> None:
+    """Learn from FOLDER's WAV recordings of this tower instead of waiting learn_h."""
+    from daemon.baseline_cli import run_import
+
+    ctx.exit(
+        run_import(
+            folder,
+            _resolve_config(ctx, config_path),
+            replace=replace,
+            all_windows=all_windows,
+            say=_echo,
+        )
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: no traceback ever reaches the user."""
     try:

@@ -94,12 +94,33 @@ class ModelSettings:
     """P(anomalous) at or above which a window is anomalous; null = the model's own threshold."""
 
 
+AlarmSource = Literal["classifier", "baseline", "both", "either"]
+
+
 @dataclass(frozen=True)
 class AlarmSettings:
     k: int = field(default=3, metadata=_range(1, 1000))
     """Alarm when at least k ..."""
     n: int = field(default=5, metadata=_range(1, 1000))
     """... of the last n windows are anomalous; clear when none of the last n are."""
+    use: AlarmSource = "classifier"
+    """Which scores label a window anomalous: the model (classifier or normal-only), the
+    on-site baseline, both (each must agree: fewer false alarms) or either (more sensitive).
+    While the baseline is still learning, every rule uses the model alone."""
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    enabled: bool = True
+    """Learn this tower's normal sound on site and report the distance from it in every verdict."""
+    learn_h: float = field(default=168.0, metadata=_range(0.0001, 8760.0))
+    """Hours of usable windows to learn from before the baseline is ready (a week: days, nights,
+    weekdays and a weekend; `corona-monitor baseline import DIR` learns from files instead)."""
+    path: Path | None = None
+    """The baseline file; null = baseline.npz beside the outbox (the node's state directory)."""
+    quantile: float = field(default=0.99, metadata=_range(0.5, 0.999999))
+    """The baseline's threshold: this quantile of a gamma fitted to held-out normal distances
+    (the per-window false-alarm rate it aims at is 1 - quantile)."""
 
 
 @dataclass(frozen=True)
@@ -169,9 +190,15 @@ class Settings:
     features: FeatureSettings = field(default_factory=FeatureSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     alarm: AlarmSettings = field(default_factory=AlarmSettings)
+    baseline: BaselineSettings = field(default_factory=BaselineSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+    @property
+    def baseline_path(self) -> Path:
+        """Where the on-site baseline lives (`baseline.path`, else beside the outbox)."""
+        return self.baseline.path or self.outbox.path.parent / "baseline.npz"
 
 
 def load(path: Path | str | None) -> Settings:

@@ -116,6 +116,11 @@ class Model:
         return self.meta.sha256
 
     @property
+    def kind(self) -> str:
+        """classifier or one-class (`daemon.model_meta.KINDS`): what the score means."""
+        return self.meta.kind
+
+    @property
     def threshold(self) -> float:
         """P(anomalous) at or above which a window is anomalous."""
         return self.meta.threshold

@@ -24,6 +24,10 @@ ANOMALOUS: Final = "anomalous"
 """The class whose probability Model.score returns."""
 
 OUTPUTS: Final = ("softmax", "sigmoid")
+KINDS: Final = ("classifier", "one-class")
+"""classifier: trained on normal and anomalous windows, the score is P(anomalous); one-class:
+trained on normal windows only, the score is the distance from them mapped to [0, 1]
+(`daemon.novelty`), 0.5 at the threshold. Metadata without `kind` is a classifier."""
 QUANTIZATIONS: Final = ("int8", "float16", "none")
 
 REQUIRED_FIELDS: Final = (
@@ -57,6 +61,7 @@ class ModelMetadata:
     threshold: float
     quantization: str
     raw: dict[str, Any]
+    kind: str = "classifier"
 
     @property
     def transform(self) -> str:
@@ -126,6 +131,7 @@ def validate(doc: Mapping[str, Any], *, source: str) -> ModelMetadata:
         threshold=float(doc["threshold"]),
         quantization=doc["quantization"],
         raw=dict(doc),
+        kind=doc.get("kind", "classifier"),
     )
 
 
@@ -165,3 +171,6 @@ def _check_scalars(doc: Mapping[str, Any]) -> None:
     name = doc["name"]
     if not isinstance(name, str) or not name:
         raise _InvalidFieldError(f"name is {name!r}, expected a non-empty string")
+    kind = doc.get("kind", "classifier")
+    if kind not in KINDS:
+        raise _InvalidFieldError(f"kind is {kind!r}, expected one of {', '.join(KINDS)}")

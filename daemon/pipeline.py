@@ -18,7 +18,17 @@ import structlog
 
 from daemon import verdict
 from daemon.alarm import Alarm
-from daemon.config import Settings
+from daemon.baseline import (
+    OFF,
+    Baseline,
+    BaselineBusyError,
+    Reading,
+    fingerprint,
+    learn_windows_for,
+    lock,
+    novelty_vector,
+)
+from daemon.config import AlarmSource, Settings
 from daemon.constants import SAMPLE_RATE
 from daemon.featurespec import FeatureSpec, resolve
 from daemon.model import Model
@@ -73,6 +83,49 @@ def _resolve(settings: Settings, spec: FeatureSpec, model_name: str) -> FeatureS
     )
 
 
+def open_baseline(settings: Settings, model: Model, *, shared: bool = False) -> Baseline | None:
+    """The node's on-site baseline for this model's features (None when disabled), locked for
+    this process. When another process holds it: `shared` (replay) scores with it without
+    learning; otherwise (the live daemon) BaselineBusyError."""
+    if not settings.baseline.enabled:
+        return None
+    readonly = False
+    try:
+        lock(settings.baseline_path)  # held until the process exits
+    except BaselineBusyError:
+        if not shared:
+            raise
+        log.warning("baseline_shared", path=str(settings.baseline_path), learning="off")
+        readonly = True
+    spec = runtime_spec(settings, model)
+    line = spec.line_setting if spec.physics else settings.features.line_hz
+    hop_s = settings.window.hop_s if settings.window.hop_s is not None else spec.window_s
+    baseline = Baseline.open(
+        settings.baseline_path,
+        fingerprint=fingerprint(spec, line),
+        learn_windows=learn_windows_for(settings.baseline.learn_h, hop_s),
+        quantile=settings.baseline.quantile,
+    )
+    baseline.readonly = readonly
+    return baseline
+
+
+def decide(
+    rule: AlarmSource, *, classifier: bool, reading: Reading
+) -> tuple[verdict.Label, AlarmSource]:
+    """The window's label under `alarm.use`, and the rule that actually decided it (the model
+    alone while the baseline is not ready)."""
+    if reading.state != "ready" or reading.score is None or rule == "classifier":
+        return ("anomalous" if classifier else "normal"), "classifier"
+    near = reading.score >= BASELINE_THRESHOLD
+    anomalous = {"baseline": near, "both": classifier and near, "either": classifier or near}[rule]
+    return ("anomalous" if anomalous else "normal"), rule
+
+
+BASELINE_THRESHOLD = 0.5
+"""The baseline's score is 0.5 exactly at its threshold distance (daemon.novelty.Threshold)."""
+
+
 class Pipeline:
     """Turns one stream of mono float32 blocks at 44.1 kHz into verdicts and alarm changes."""
 
@@ -88,6 +141,7 @@ class Pipeline:
         overflows: Callable[[], int] = lambda: 0,
         extra: dict[str, Any] | None = None,
         stats: PipelineStats | None = None,
+        baseline: Baseline | None = None,
     ) -> None:
         self._settings = settings
         self._model = model
@@ -97,7 +151,8 @@ class Pipeline:
         self._stream_start = stream_start
         self._overflows = overflows
         self._extra = extra or {}
-        self._model_ref = verdict.ModelRef(model.name, model.sha256)
+        self._model_ref = verdict.ModelRef(model.name, model.sha256, model.kind)
+        self._baseline = baseline
         self._threshold = (
             settings.model.threshold if settings.model.threshold is not None else model.threshold
         )
@@ -132,6 +187,17 @@ class Pipeline:
 
     def _finish(self, window: Window) -> dict[str, Any]:
         score = float(self._model.score(self.spec.vector(window.features, window.physics)))
+        sensor = verdict.sensor_state(window)
+        classifier = score >= self._threshold
+        reading = OFF
+        if self._baseline is not None:
+            # Only usable windows the model calls normal are learned: a tower that already has
+            # corona while commissioning must not learn it as its normal sound.
+            reading = self._baseline.observe(
+                novelty_vector(window.physics, self._line_hz),
+                learn=sensor == "ok" and not classifier,
+            )
+        label, label_by = decide(self._settings.alarm.use, classifier=classifier, reading=reading)
         extra = dict(self._extra)
         if self._source == "replay":
             extra["offset_s"] = round(window.start_sample / SAMPLE_RATE, 3)
@@ -148,6 +214,9 @@ class Pipeline:
                 overflows=self._overflows(),
                 source=self._source,
                 line_hz=self._line_hz,
+                label=label,
+                label_by=label_by,
+                baseline=reading,
                 extra=extra,
             )
 

@@ -20,11 +20,12 @@ import structlog
 from daemon import audio, config
 from daemon import log as logsetup
 from daemon.alarm import Alarm
+from daemon.baseline import Baseline
 from daemon.constants import SAMPLE_RATE
 from daemon.errors import CoronaError
 from daemon.messenger import Messenger
 from daemon.model import Model
-from daemon.pipeline import Pipeline, Sink, load_model
+from daemon.pipeline import Pipeline, Sink, load_model, open_baseline
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +78,7 @@ def run_replay(
         messenger.pump()
         sink = _EchoSink(messenger.sink, out)
         alarm = Alarm(k=settings.alarm.k, n=settings.alarm.n)
+        baseline = open_baseline(settings, model, shared=True)
         for path in files:
             try:
                 _replay_file(
@@ -87,6 +89,7 @@ def run_replay(
                     alarm=alarm,
                     messenger=messenger,
                     realtime=realtime,
+                    baseline=baseline,
                 )
             except CoronaError as err:
                 log.error("replay_file_failed", file=str(path), error=str(err))
@@ -126,6 +129,7 @@ def _replay_file(
     alarm: Alarm,
     messenger: Messenger,
     realtime: bool,
+    baseline: Baseline | None,
 ) -> None:
     pipeline = Pipeline(
         settings=settings,
@@ -135,6 +139,7 @@ def _replay_file(
         source="replay",
         stream_start=REPLAY_EPOCH,
         extra={"file": str(path)},
+        baseline=baseline,
     )
     started = time.monotonic()
     fed_s = 0.0

@@ -28,7 +28,7 @@ from daemon.constants import SAMPLE_RATE
 from daemon.messenger import Messenger
 from daemon.model import Model
 from daemon.outbox import Outbox
-from daemon.pipeline import Pipeline, PipelineStats, Sink, load_model
+from daemon.pipeline import Pipeline, PipelineStats, Sink, load_model, open_baseline
 from daemon.verdict import iso_utc
 
 log = structlog.get_logger(__name__)
@@ -77,6 +77,7 @@ class Service:
             k=settings.alarm.k, n=settings.alarm.n, state="alarm" if was_alarm else "clear"
         )
         self._sink = _RememberAlarm(self.messenger.sink, self.messenger.outbox)
+        self.baseline = open_baseline(settings, model)
         self.watchdog = notify.Watchdog(stall_after_s())
         self._stop = threading.Event()
         # Start-up is timed from the launch (config and model loading included), not from here.
@@ -149,6 +150,7 @@ class Service:
                 stream_start=first_sample,
                 overflows=lambda: self.capture.overflows,
                 stats=self.stats,
+                baseline=self.baseline,
             )
         return self._pipeline
 

@@ -12,6 +12,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
+from daemon.baseline import OFF, Reading
 from daemon.constants import SAMPLE_RATE
 from daemon.physics import LineSetting
 from daemon.windows import Window
@@ -32,12 +33,15 @@ is mostly the clipper's, not the tower's."""
 
 SensorState = Literal["ok", "silent", "flat", "clipping"]
 Source = Literal["live", "replay"]
+Label = Literal["normal", "anomalous"]
 
 
 @dataclass(frozen=True)
 class ModelRef:
     name: str
     sha256: str
+    kind: str = "classifier"
+    """classifier (trained on both classes) or one-class (normal-only): `model_meta.KINDS`."""
 
 
 def sensor_state(window: Window) -> SensorState:
@@ -78,20 +82,29 @@ def build(
     overflows: int,
     source: Source,
     line_hz: LineSetting = "auto",
+    label: Label | None = None,
+    label_by: str = "classifier",
+    baseline: Reading = OFF,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The verdict payload (schema 1) for one scored window; ``physics`` at ``line_hz``."""
+    """The verdict payload (schema 1) for one scored window; ``physics`` at ``line_hz``.
+
+    ``label`` defaults to the model's (score >= threshold); the pipeline passes the label of the
+    configured rule (`alarm.use`) and ``label_by``, the rule that decided it."""
     start, end = window_times(window, stream_start)
+    if label is None:
+        label = "anomalous" if score >= threshold else "normal"
     payload: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "node": node,
         "seq": seq,
         "window_start": iso_utc(start),
         "window_end": iso_utc(end),
-        "label": "anomalous" if score >= threshold else "normal",
+        "label": label,
+        "label_by": label_by,
         "score": round(float(score), 6),
         "threshold": float(threshold),
-        "model": {"name": model.name, "sha256": model.sha256},
+        "model": {"name": model.name, "sha256": model.sha256, "kind": model.kind},
         "level_dbfs": round(float(window.level_dbfs), 2),
         "clipped": round(float(window.clipped), 6),
         "overflows": int(overflows),
@@ -99,6 +112,7 @@ def build(
         "replayed": False,
         "sensor": sensor_state(window),
         "physics": window.physics.select(line_hz).as_dict(),
+        "baseline": baseline.payload(),
     }
     if extra:
         payload.update(extra)

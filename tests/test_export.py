@@ -111,7 +111,7 @@ class TestWrittenFiles:
         assert meta["threshold"] == run["threshold"]
         assert meta["quantization"] == "int8"
         assert meta["trained_on"] == run["trained_on"]
-        keys = {"accuracy", "roc_auc", "precision", "recall", "f1", "confusion", "n"}
+        keys = {"accuracy", "roc_auc", "pauc", "precision", "recall", "f1", "confusion", "n"}
         assert set(meta["metrics"]["window"]) == keys
         assert set(meta["metrics"]["file"]) == keys
         assert meta["metrics"]["window"]["n"] == report.n_heldout == 64

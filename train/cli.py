@@ -206,8 +206,23 @@ def inspect(*, data_dir: Path, as_csv: bool, window_s: float | None) -> None:
     help="Override the preset's (maximum) number of epochs.",
 )
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option(
+    "--normal-only",
+    is_flag=True,
+    help="Learn from the normal files only: a one-class model (anomalous files, if any, are"
+    " scored for evaluation only). --preset, --cv and --epochs do not apply.",
+)
+@click.option(
+    "--quantile",
+    type=click.FloatRange(0.5, 0.999999),
+    default=None,
+    help="--normal-only: the threshold is this quantile of held-out normal distances"
+    " (default 0.99: a 1 %% false-alarm rate per window).",
+)
 @_cache_option
+@click.pass_context
 def fit(
+    ctx: click.Context,
     *,
     data_dir: Path,
     run_dir: Path,
@@ -220,11 +235,29 @@ def fit(
     line_hz: str,
     epochs: int | None,
     no_plots: bool,
+    normal_only: bool,
+    quantile: float | None,
     cache_dir: Path,
     no_cache: bool,
 ) -> None:
     """Train a model on DATA_DIR (normal/ + anomalous/ or manifest.csv) into RUN_DIR."""
     _quiet_tensorflow()
+    line = check_line_setting(line_hz if line_hz == "auto" else int(line_hz))
+    if normal_only:
+        _fit_normal_only(
+            ctx,
+            data_dir=data_dir,
+            run_dir=run_dir,
+            seed=seed,
+            quantile=quantile,
+            strict=strict,
+            cache_dir=None if no_cache else cache_dir,
+            window_s=window_s,
+            line_hz=line,
+        )
+        return
+    if quantile is not None:
+        raise click.UsageError("--quantile applies to --normal-only fits only")
     # TensorFlow loads with these two; only the commands that train or convert pay for it.
     from train import fit as fitting
     from train import presets
@@ -242,7 +275,7 @@ def fit(
         strict=strict,
         cache_dir=None if no_cache else cache_dir,
         window_s=window_s,
-        line_hz=check_line_setting(line_hz if line_hz == "auto" else int(line_hz)),
+        line_hz=line,
         command=shlex.join([PROG, *sys.argv[1:]]),
         plots=not no_plots,
         say=_say,
@@ -260,12 +293,37 @@ def fit(
     click.echo(f"wrote {report.run_dir} in {report.seconds:.1f} s")
 
 
+def _fit_normal_only(ctx: click.Context, *, quantile: float | None, **options: Any) -> None:
+    """`fit --normal-only`: the one-class model of train/oneclass.py."""
+    for name in ("preset", "cv_folds", "epochs", "repeats"):
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            flag = {"cv_folds": "cv"}.get(name, name)
+            raise click.UsageError(f"--{flag} does not apply to --normal-only")
+    from daemon.novelty import DEFAULT_QUANTILE
+    from train import oneclass
+
+    report = oneclass.fit_normal_only(
+        quantile=DEFAULT_QUANTILE if quantile is None else quantile,
+        command=shlex.join([PROG, *sys.argv[1:]]),
+        say=_say,
+        **options,
+    )
+    counts = ", ".join(f"{n} {name}" for name, n in report.per_label.items())
+    click.echo(
+        f"fitted one-class (normal only) on {report.files} files ({counts}), {report.windows}"
+        f" windows; {len(report.skipped)} skipped"
+    )
+    click.echo("score 0.5 = the threshold distance; test part (never seen in the fit):")
+    click.echo(_metrics_table(report.test))
+    click.echo(f"wrote {report.run_dir} in {report.seconds:.1f} s")
+
+
 def _value(value: Any) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
 def _metrics_table(result: dict[str, dict[str, Any]]) -> str:
-    names = ("accuracy", "roc_auc", "precision", "recall", "f1")
+    names = ("accuracy", "roc_auc", "pauc", "precision", "recall", "f1")
     lines = ["level   " + "".join(f"{n:>10}" for n in names) + "  confusion [[tn fp] [fn tp]]   n"]
     for level in ("window", "file"):
         metrics = result[level]
@@ -278,7 +336,7 @@ def _metrics_table(result: dict[str, dict[str, Any]]) -> str:
 
 
 def _cv_table(cv: dict[str, Any]) -> str:
-    names = ("accuracy", "roc_auc", "precision", "recall", "f1")
+    names = ("accuracy", "roc_auc", "pauc", "precision", "recall", "f1")
     head = (
         f"cross-validation: {cv['folds']} folds x {cv['repeats']} repeats by file; "
         f"mean [{cv['interval']}]"

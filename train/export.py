@@ -427,7 +427,9 @@ def _keras_scores(keras_model: Any, run: _Run, transformed: np.ndarray) -> np.nd
 
 
 def _metadata(run: _Run, *, name: str, quantize: str, content: bytes) -> dict[str, Any]:
-    """NAME.json per DESIGN.md; `metrics` is filled in once the candidate has been scored."""
+    """NAME.json per DESIGN.md; `metrics` is filled in once the candidate has been scored.
+    A one-class run adds `kind` and its `one_class` block (the threshold rule)."""
+    extra: dict[str, Any] = {k: run.doc[k] for k in ("kind", "one_class") if k in run.doc}
     return {
         "format": FORMAT,
         "name": name,
@@ -441,6 +443,7 @@ def _metadata(run: _Run, *, name: str, quantize: str, content: bytes) -> dict[st
         "quantization": quantize,
         "metrics": {},
         "trained_on": run.doc["trained_on"],
+        **extra,
     }
 
 

@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 REPRESENTATIVE_MAX: Final = 2000
 """At most this many training windows calibrate int8 (all of them in small runs)."""
 
-METRIC_NAMES: Final = ("accuracy", "roc_auc", "precision", "recall", "f1")
+METRIC_NAMES: Final = ("accuracy", "roc_auc", "pauc", "precision", "recall", "f1")
 
 Say = Callable[[str], None]
 
