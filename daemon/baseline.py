@@ -184,10 +184,14 @@ class Baseline:
         return Reading("ready", d2, score, self.windows, self.learn_windows)
 
     def learn_all(self, vectors: npt.ArrayLike) -> None:
-        """Add many vectors (import), then finish learning whatever learn_windows says."""
-        for vector in np.atleast_2d(np.asarray(vectors, dtype=np.float64)):
-            if np.all(np.isfinite(vector)):
-                self._add(vector)
+        """Learn from these vectors alone (import): they are the whole commissioning period,
+        whatever learn_h says, so its blocks (and the halves) are cut from their count."""
+        rows = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+        rows = rows[np.all(np.isfinite(rows), axis=1)]
+        self.reset()
+        self.learn_windows = max(1, len(rows))
+        for vector in rows:
+            self._add(vector)
         self._finish()
         self.save()
 

@@ -156,7 +156,8 @@ def min_windows(dim: int) -> int:
 
 def oas_shrinkage(sample: npt.NDArray[np.float64], n: int) -> float:
     """OAS shrinkage intensity rho for a p x p sample covariance of n vectors (Chen et al. 2010,
-    eq. 23, as in sklearn.covariance.oas)."""
+    eq. 23). sklearn.covariance.oas drops the 2/p terms, harmless for large p; with the 4
+    values of a novelty vector they matter, so the paper's form is kept."""
     p = sample.shape[0]
     trace = float(np.trace(sample))
     trace_sq = float(np.sum(sample * sample))
