@@ -15,9 +15,13 @@ One run builds (cached in --work):
 
 and prints one row per model: file ROC-AUC and accuracy on (a), (a'), (b), and anomalous
 windows and alarm raises in (c). Models: the seed preset (float), rowmeans (the old
-row-means-only default, int8), the default (float and int8), the bands ablation (int8) and
-the shipped models/corona-demo.tflite (--shipped: another model to compare). Scores come
-from `corona-train evaluate`'s code (the daemon's runner).
+row-means-only default, int8), the default (float and int8), the bands ablation (int8), two
+normal-only (one-class) models, fitted on the training set's normal files and on the normal
+files of othersim-198 (198 files of the independent simulator, seed 555), and the shipped
+models/corona-demo.tflite (--shipped: another model to compare). Scores come from
+`corona-train evaluate`'s code (the daemon's runner). Then bench/sites.py's tables: the
+on-site baseline, learned from one hour of each test site, against the shipped classifier
+and the one-class model, and every `alarm.use` rule.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +40,7 @@ import soundfile as sf
 from bench import machine, othersim
 from daemon.alarm import Alarm
 from daemon.constants import SAMPLE_RATE
+from daemon.model import Model
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT / "data" / "recordings"
@@ -73,6 +79,9 @@ def build_sets(work: Path, train_files: int) -> dict[str, Path]:
              "--seed", "777", "--min-s", "60", "--max-s", "120"])  # fmt: skip
     if not (sets["othersim"] / "manifest.csv").is_file():
         othersim.write_dataset(sets["othersim"], normal=30, anomalous=30, seed=31337)
+    sets["othersim-198"] = work / "othersim-198"
+    if not (sets["othersim-198"] / "manifest.csv").is_file():
+        othersim.write_dataset(sets["othersim-198"], normal=99, anomalous=99, seed=555)
     if have_recordings() and not (sets["real-clips"] / "manifest.csv").is_file():
         real_clips(sets["real-clips"], seed=99)
     if not have_recordings():
@@ -136,21 +145,26 @@ def storm_hour(work: Path) -> Path | None:
     return path
 
 
-def train_models(work: Path, train_set: Path) -> dict[str, Path]:
+def train_models(work: Path, sets: dict[str, Path]) -> dict[str, Path]:
     """Fit and export each compared preset (made once)."""
+    train_set = sets["train"]
     plans = {
-        "seed preset, float": ("seed", "none"),
-        "rowmeans (old default), int8": ("rowmeans", "int8"),
-        "default (physics block), float": ("default", "none"),
-        "default (physics block), int8": ("default", "int8"),
-        "bands (physics + 8 gain-free bands), int8": ("bands", "int8"),
-    }
+        "seed preset, float": ("seed", "none", train_set),
+        "rowmeans (old default), int8": ("rowmeans", "int8", train_set),
+        "default (physics block), float": ("default", "none", train_set),
+        "default (physics block), int8": ("default", "int8", train_set),
+        "bands (physics + 8 gain-free bands), int8": ("bands", "int8", train_set),
+        "one-class: normal files of the training set only, int8": (
+            "one-class", "int8", train_set),
+        "one-class: normal files of othersim-198 only, int8": (
+            "one-class-o198", "int8", sets["othersim-198"]),
+    }  # fmt: skip
     models = {}
-    for label, (preset, quantize) in plans.items():
+    for label, (preset, quantize, data) in plans.items():
         run_dir = work / "runs" / preset
         if not (run_dir / "model.keras").is_file():
-            run([*TRAIN, "fit", str(train_set), "--out", str(run_dir), "--preset", preset,
-                 "--no-plots"])  # fmt: skip
+            how = ["--normal-only"] if preset.startswith("one-class") else ["--preset", preset]
+            run([*TRAIN, "fit", str(data), "--out", str(run_dir), *how, "--no-plots"])
         out = work / "models" / f"{preset}-{quantize}.tflite"
         out.parent.mkdir(parents=True, exist_ok=True)
         if not out.is_file():
@@ -173,6 +187,8 @@ def storm_replay(model: Path, wav: Path, work: Path) -> tuple[int, int, int]:
         # Absolute: a config's relative paths resolve against the config's own folder.
         f"model: {{path: {model.resolve()}}}\n"
         f"outbox: {{path: {(work / 'outbox.sqlite').resolve()}}}\n"
+        # The model alone is measured here; baselines have their own tables (bench/sites.py).
+        "baseline: {enabled: false}\n"
         "logging: {level: error}\n",
         encoding="utf-8",
     )
@@ -211,7 +227,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     sets = build_sets(work, args.train_files)
     storm = storm_hour(work)
-    models = train_models(work, sets["train"])
+    models = train_models(work, sets)
     models[f"shipped {args.shipped.name}"] = args.shipped
     columns = [name for name in ("synth-777", "othersim", "real-clips") if name in sets]
     for line in machine.machine_lines():
@@ -233,6 +249,20 @@ def main() -> int:
         else:
             cells += ["n/a (no recordings)", "n/a"]
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+    if have_recordings():
+        from bench import sites
+
+        print()
+        shipped = Model.load(args.shipped)
+        one_class = Model.load(models["one-class: normal files of the training set only, int8"])
+        with tempfile.TemporaryDirectory(prefix="corona-sites-") as folder:
+            for title, score in (
+                ("site types (storm, water, forest)", sites.score_site_types),
+                ("single recordings, tested on a part never learned", sites.score_recordings),
+            ):
+                found = score(shipped, one_class, seed=2027, work=Path(folder))
+                sites.print_tables(title, found, shipped, one_class)
+                print()
     return 0
 
 

@@ -262,7 +262,7 @@ class TestInProcess:
     def test_halves_alternate_in_blocks_and_survive_a_reload(self, tmp_path: Path) -> None:
         rng = np.random.default_rng(1)
         baseline = self._baseline(tmp_path)
-        for vector in rng.normal(size=(40, 4)):
+        for vector in rng.normal(size=(40, 3)):
             reading = baseline.observe(vector, learn=True)
         assert reading.state == "ready"
         assert baseline.status()["halves"] == [21, 19]  # blocks of 40 // 12 = 3 windows
@@ -270,13 +270,13 @@ class TestInProcess:
             tmp_path / "b.npz", fingerprint={"f": 1}, learn_windows=999, quantile=0.5
         )
         assert again.state == "ready" and again.learn_windows == 40
-        probe = rng.normal(size=4) + 2
+        probe = rng.normal(size=3) + 2
         assert again.observe(probe, learn=True) == baseline.observe(probe, learn=True)
 
     def test_unusable_windows_are_not_learned(self, tmp_path: Path) -> None:
         baseline = self._baseline(tmp_path)
-        baseline.observe(np.zeros(4), learn=False)
-        baseline.observe(np.full(4, np.nan), learn=True)
+        baseline.observe(np.zeros(3), learn=False)
+        baseline.observe(np.full(3, np.nan), learn=True)
         assert baseline.windows == 0
 
     def test_foreign_fingerprint(self, tmp_path: Path) -> None:
