@@ -204,7 +204,7 @@ def print_tables(title: str, scores: Scores, classifier: Model, one_class: Model
     sites = len(set(scores.sites))
     print(f"{title}: {sites} sites, {len(labels)} windows of 30 s ({int(labels.sum())} with"
           " corona); baseline: 1 h of each site")  # fmt: skip
-    print("| detector | file ROC-AUC | pAUC (FPR <= 0.1) |")
+    print("| detector | ROC-AUC (30 s clips) | pAUC (FPR <= 0.1) |")
     print("|---|---|---|")
     detectors = [("on-site baseline (1 h)", scores.baseline),
                  (f"classifier {classifier.name}", scores.classifier)]  # fmt: skip

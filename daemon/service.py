@@ -193,7 +193,21 @@ class Service:
             "last_label": self.stats.last_label,
             "alarm": self.alarm.state,
             "window_s": self.model.spec.window_s,
-            "model": {"name": self.model.name, "sha256": self.model.sha256},
+            "model": {
+                "name": self.model.name,
+                "sha256": self.model.sha256,
+                "kind": self.model.kind,
+            },
+            "baseline": self._baseline_health(),
+        }
+
+    def _baseline_health(self) -> dict[str, Any]:
+        if self.baseline is None:
+            return {"state": "off", "windows": 0, "learn_windows": 0}
+        return {
+            "state": self.baseline.state,
+            "windows": self.baseline.windows,
+            "learn_windows": self.baseline.learn_windows,
         }
 
     def _publish_health(self) -> None:
