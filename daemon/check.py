@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from daemon import config
+from daemon.baseline import Baseline, BaselineError, fingerprint, learn_windows_for
 from daemon.capture import list_input_devices, resolve_input_device
 from daemon.errors import CoronaError
+from daemon.model import Model
 from daemon.pipeline import load_model, runtime_spec
 from daemon.publish import make_client
 
@@ -50,6 +52,7 @@ def run_check(config_path: Path | None, out: TextIO = sys.stdout) -> int:
                 else ", no physics block (row means only)\n"
             )
         )
+        out.write(_baseline_line(settings, model) + "\n")
     except CoronaError as err:
         problems.append(f"model: {err}")
 
@@ -78,6 +81,29 @@ def run_check(config_path: Path | None, out: TextIO = sys.stdout) -> int:
         sys.stderr.write(f"problem: {problem}\n")
     out.write("ok\n" if not problems else f"{len(problems)} problem(s)\n")
     return 0 if not problems else 1
+
+
+def _baseline_line(settings: config.Settings, model: Model) -> str:
+    """The on-site baseline as the daemon would find it (never a problem: the daemon moves a
+    file it cannot use aside and learns again, and says so)."""
+    if not settings.baseline.enabled:
+        return "baseline: off (baseline.enabled is false)"
+    path = settings.baseline_path
+    if not path.exists():
+        return f"baseline: none yet at {path}; learning starts at the first window"
+    spec = runtime_spec(settings, model)
+    line = spec.line_setting if spec.physics else settings.features.line_hz
+    hop_s = settings.window.hop_s if settings.window.hop_s is not None else spec.window_s
+    try:
+        found = Baseline.load(
+            path,
+            fingerprint=fingerprint(spec, line),
+            learn_windows=learn_windows_for(settings.baseline.learn_h, hop_s),
+            quantile=settings.baseline.quantile,
+        )
+    except BaselineError as err:
+        return f"{err}; the daemon will move it aside and learn again"
+    return f"baseline: {found.state}, {found.windows} of {found.learn_windows} windows ({path})"
 
 
 def _probe_broker(settings: config.Settings) -> str | None:

@@ -142,6 +142,21 @@ class TestCommissioning:
         assert status["threshold_distance"] > 0
         assert set(status["mean"]) == set(novelty.NAMES)
 
+    def test_check_config_shows_the_baseline(
+        self, site: dict[str, Path], model: Path, tmp_path: Path
+    ) -> None:
+        """check-config says where learning stands; a foreign file is reported, not a problem."""
+        cfg = _config(tmp_path, model)
+        before = run_monitor(["--config", str(cfg), "check-config"])
+        assert "baseline: none yet at" in before.stdout
+        _replay(cfg, site["learn"])
+        after = run_monitor(["--config", str(cfg), "check-config"])
+        assert f"baseline: ready, {LEARN_WINDOWS} of {LEARN_WINDOWS} windows" in after.stdout
+        other = _config(tmp_path, model, window={"length_s": 2.0})
+        foreign = run_monitor(["--config", str(other), "check-config"])
+        assert "learned for other features" in foreign.stdout
+        assert "move it aside and learn again" in foreign.stdout
+
 
 class TestCrashSafety:
     def test_sigkill_mid_learning_keeps_what_was_learned(
