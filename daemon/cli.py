@@ -57,7 +57,10 @@ def _resolve_config(ctx: click.Context, config_path: Path | None) -> Path | None
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """Listen to a high-voltage tower and publish normal/anomalous verdicts over MQTT.
 
-    Without a command: run the daemon on the live microphone.
+    \b
+      corona-monitor [--config PATH]             the daemon on the live microphone
+      corona-monitor --replay FILE.wav [...]     the same pipeline on files (= replay)
+      corona-monitor COMMAND --help              what each command below does
     """
     if ctx.invoked_subcommand is None:
         from daemon.service import run_live

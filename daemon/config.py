@@ -216,7 +216,9 @@ def load(path: Path | str | None) -> Settings:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {_one_line(str(err))}") from err
+        # PyYAML names a string it parsed "<unicode string>": say which file it was.
+        where = _one_line(str(err)).replace('"<unicode string>"', str(path))
+        raise ConfigError(f"{path}: not valid YAML: {where}") from err
     except ValueError as err:  # a scalar YAML resolves but cannot build, e.g. 2001-13-45
         raise ConfigError(f"{path}: not valid YAML: {_one_line(str(err))}") from err
     except RecursionError:

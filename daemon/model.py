@@ -6,9 +6,13 @@ The runtime is LiteRT (ai_edge_litert), else tflite_runtime, else tensorflow.lit
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
-from collections.abc import Callable, Mapping
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -65,9 +69,45 @@ def pick_runtime() -> Runtime:
     )
 
 
+@contextlib.contextmanager
+def native_stderr_logged(source: str) -> Iterator[None]:
+    """While the block runs, what C/C++ code writes to fd 2 (LiteRT's "INFO: Created TensorFlow
+    Lite XNNPACK delegate for CPU.") is caught and logged as `runtime_said` events, so a
+    JSON-lines log (journald) stays JSON. Python's own writes in the block are caught too:
+    keep the block to the native calls."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield  # no usable fd 2 (embedded use): nothing to catch
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    log.info("runtime_said", model=source, text=line.strip()[:500])
+
+
 def open_interpreter(runtime: Runtime, content: bytes, *, source: str) -> Any:
     """Build and allocate an interpreter; if the default delegate (XNNPACK) refuses the model,
     retry with the builtin kernels only. A corrupt flatbuffer is a ModelError naming `source`."""
+    with native_stderr_logged(source):
+        interpreter, refused = _open_interpreter(runtime, content, source=source)
+    if refused is not None:
+        log.warning(
+            "model_default_delegate_refused", model=source, error=refused, fallback="builtin"
+        )
+    return interpreter
+
+
+def _open_interpreter(runtime: Runtime, content: bytes, *, source: str) -> tuple[Any, str | None]:
+    """(interpreter, the default delegate's refusal or None); logs nothing (fd 2 is caught)."""
     try:
         interpreter = runtime.interpreter(model_content=content)
         interpreter.allocate_tensors()
@@ -76,7 +116,7 @@ def open_interpreter(runtime: Runtime, content: bytes, *, source: str) -> Any:
             raise ModelError(f"model {source} cannot be loaded: {_first_line(exc)}") from None
         first_error = _first_line(exc)
     else:
-        return interpreter
+        return interpreter, None
     try:
         interpreter = runtime.interpreter(
             model_content=content,
@@ -86,10 +126,7 @@ def open_interpreter(runtime: Runtime, content: bytes, *, source: str) -> Any:
     except (RuntimeError, ValueError):
         # Both refused: the file itself is the problem, and the first error says more.
         raise ModelError(f"model {source} cannot be loaded: {first_error}") from None
-    log.warning(
-        "model_default_delegate_refused", model=source, error=first_error, fallback="builtin"
-    )
-    return interpreter
+    return interpreter, first_error
 
 
 class Model:

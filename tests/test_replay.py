@@ -48,6 +48,16 @@ class TestReplayStdout:
         seqs = [v["seq"] for v in verdicts]
         assert seqs == sorted(set(seqs))
 
+    def test_json_log_holds_only_json(self, tmp_path: Path, model_path: Path) -> None:
+        """With logging.format json every stderr line is a JSON event: LiteRT's own "INFO:
+        Created TensorFlow Lite XNNPACK delegate" line comes out as a runtime_said event."""
+        wav = write_wav(tmp_path / "clip.wav", noisy_clip(2.0, seed=3))
+        cfg = write_config(tmp_path, model_path, logging={"level": "info"})
+        done = run_monitor(["--config", str(cfg), "--replay", str(wav)])
+        assert done.returncode == 0, done.stderr
+        events = json_lines(done.stderr)  # raises on any line that is not JSON
+        assert any(e["event"] == "model_loaded" for e in events)
+
     def test_scores_equal_the_runner_on_the_same_windows(
         self, tmp_path: Path, model_path: Path
     ) -> None:

@@ -93,6 +93,22 @@ class TestBadInput:
         code, out, err = _run(capfd, "inspect", tmp_path)
         _assert_one_clear_line(code, out, err, "line 2", "bad label 'broken'")
 
+    def test_inspect_fails_on_an_unreadable_file(
+        self, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """inspect lists every file but exits 1 and counts the unreadable one apart."""
+        for i in range(2):
+            _noise_wav(tmp_path / "normal" / f"n{i}.wav", i)
+        (tmp_path / "anomalous").mkdir()
+        (tmp_path / "anomalous" / "broken.wav").write_bytes(b"RIFF\x00\x00not audio")
+        code, out, err = _run(capfd, "inspect", tmp_path)
+        assert code == 1
+        assert "Traceback" not in out + err
+        assert (
+            "files: 3 (2 normal, 1 anomalous), labels from folders; 1 unreadable, 2 usable" in out
+        )
+        assert "broken.wav" in out
+
     def test_corrupt_wav_is_skipped_and_reported(
         self, tmp_path: Path, capfd: pytest.CaptureFixture[str]
     ) -> None:
@@ -117,7 +133,7 @@ class TestBadInput:
         )
         assert code == 0, err
         assert "Traceback" not in out + err
-        assert "1 skipped" in err
+        assert "features of 7 files: 6 decoded, 0 from cache, 1 skipped" in err
         assert "skipped anomalous/broken.wav:" in err
         assert "1 skipped" in out
         metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -361,7 +377,9 @@ class TestEndToEnd:
         for name in ("history", "confusion", "roc", "mean_spectrum", "spectrograms"):
             png = run / "plots" / f"{name}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-        assert "16 decoded, 0 from cache" in err
+        assert "features of 16 files: 16 decoded, 0 from cache, 0 skipped" in err
+        assert "epoch 30/30: loss " in err and "trained all 30 epochs" in err
+        assert "trained default on 12 of 16 files" in out
 
         code, out, err = _run(
             capfd, "export", run, "--tflite", "--quantize", "int8", "--out", model
@@ -371,12 +389,21 @@ class TestEndToEnd:
 
         code, out, err = _run(capfd, "evaluate", model, data_dir, "--json", *cache)
         assert code == 0, err
+        # The model's own training folder: the numbers are printed, with a warning beside them.
+        assert "warning: " in err and "is the folder this model was trained on" in err
         result = json.loads(out)
         assert set(result) == {"window", "file"}
         for level, n in (("window", 64), ("file", 16)):
-            assert {"accuracy", "roc_auc", "precision", "recall", "f1", "confusion", "n"} <= set(
-                result[level]
-            )
+            assert {
+                "accuracy",
+                "roc_auc",
+                "pauc",
+                "precision",
+                "recall",
+                "f1",
+                "confusion",
+                "n",
+            } <= set(result[level])
             assert result[level]["n"] == n
             assert sum(map(sum, result[level]["confusion"])) == n
         assert result["file"]["accuracy"] >= 0.9  # a separable set, scored by the int8 model

@@ -138,11 +138,15 @@ def inspect(*, data_dir: Path, as_csv: bool, window_s: float | None) -> None:
         click.echo(inspecting.as_csv(table), nl=False)
         for line in inspecting.summary(dataset, table):
             _say(line)
-        return
-    click.echo(inspecting.aligned(table))
-    click.echo()
-    for line in inspecting.summary(dataset, table):
-        click.echo(line)
+    else:
+        click.echo(inspecting.aligned(table))
+        click.echo()
+        for line in inspecting.summary(dataset, table):
+            click.echo(line)
+    unreadable = inspecting.unreadable_count(table)
+    if unreadable:
+        # Exit 1, like a failed check: a script that gates fit on inspect must notice.
+        raise click.exceptions.Exit(EXIT_ERROR)
 
 
 @cli.command()
@@ -285,8 +289,9 @@ def fit(
         click.echo()
     counts = ", ".join(f"{n} {name}" for name, n in report.per_label.items())
     click.echo(
-        f"trained {report.preset} on {report.files} files ({counts}), {report.windows} "
-        f"windows; {len(report.skipped)} skipped; {report.epochs_run} epochs"
+        f"trained {report.preset} on {report.train_files} of {report.files} files ({counts};"
+        f" {report.files - report.train_files} kept for the test), {report.windows} windows;"
+        f" {len(report.skipped)} skipped; {report.epochs_run} epochs"
     )
     click.echo(f"threshold {report.threshold:.4f}; test files (never seen in training):")
     click.echo(_metrics_table(report.test))
@@ -358,7 +363,11 @@ def _cv_table(cv: dict[str, Any]) -> str:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--tflite", is_flag=True, required=True, help="Export as TFLite (the only format).")
+@click.option(
+    "--tflite",
+    is_flag=True,
+    help="Export as TFLite (the only format, so optional; kept for the documented command).",
+)
 @click.option(
     "--quantize",
     type=click.Choice(["int8", "float16", "none"]),
@@ -375,8 +384,7 @@ def _cv_table(cv: dict[str, Any]) -> str:
 @click.option("--name", default=None, help="Model name in the metadata (default: file stem).")
 def export(*, run_dir: Path, tflite: bool, quantize: str, out: Path, name: str | None) -> None:
     """Convert RUN_DIR's Keras model to TFLite, checked against Keras on held-out windows."""
-    if not tflite:
-        raise click.UsageError("--tflite is the only export format; pass it explicitly")
+    del tflite  # TFLite is the only format: the flag is accepted, not required
     _quiet_tensorflow()
     from train.export import export_tflite
 
@@ -406,6 +414,8 @@ def evaluate(
     result = evaluation.evaluate_tflite(
         model_path, data_dir, strict=strict, cache_dir=None if no_cache else cache_dir, say=_say
     )
+    for warning in result.warnings:
+        _say(f"warning: {warning}")
     if as_json:
         click.echo(json.dumps({"window": result.metrics["window"], "file": result.metrics["file"]}))
         return

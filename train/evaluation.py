@@ -35,6 +35,27 @@ class Evaluation:
     """The file (relative name) of each scored window, in file order then window order."""
     window_scores: tuple[float, ...] = ()
     """P(anomalous) of each window, as the daemon's runner gave it (replay must agree)."""
+    warnings: tuple[str, ...] = ()
+    """Reasons to distrust these numbers (e.g. DATA_DIR is the model's own training folder)."""
+
+
+def trained_here(meta: dict[str, Any], data_dir: Path) -> str | None:
+    """A warning when `data_dir` is the folder the model was fitted on (`trained_on.data_dir`,
+    resolved from here): its scores then include training files and are not a test."""
+    trained_on = meta.get("trained_on")
+    recorded = trained_on.get("data_dir") if isinstance(trained_on, dict) else None
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    try:
+        same = Path(recorded).resolve() == data_dir.resolve()
+    except OSError:
+        return None
+    if not same:
+        return None
+    return (
+        f"{data_dir} is the folder this model was trained on (metadata trained_on.data_dir):"
+        " these scores include its training files, they are not a test"
+    )
 
 
 def evaluate_tflite(
@@ -61,6 +82,7 @@ def evaluate_tflite(
         )
     _, labels, window_files = feats.stacked()
     scores = np.atleast_1d(np.asarray(model.score(feats.vectors(model.spec)), np.float32))
+    warning = trained_here(model.metadata, data_dir)
     return Evaluation(
         model_name=model.name,
         threshold=float(model.threshold),
@@ -70,4 +92,5 @@ def evaluate_tflite(
         metrics=evaluate(labels, scores, window_files, float(model.threshold)),
         window_files=tuple(feats.files[i].file.name for i in window_files),
         window_scores=tuple(float(score) for score in scores),
+        warnings=() if warning is None else (warning,),
     )

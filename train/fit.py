@@ -72,6 +72,26 @@ def scores_of(model: keras.Model, preset_output: str, inputs: np.ndarray) -> np.
     return (out[:, 1] if preset_output == "softmax" else out[:, 0]).astype(np.float32)
 
 
+class EpochProgress(keras.callbacks.Callback):  # type: ignore[misc]
+    """One line per tenth of the epochs (and the last): epoch, loss, validation loss."""
+
+    def __init__(self, epochs: int, say: Say) -> None:
+        super().__init__()
+        self._epochs = epochs
+        self._every = max(1, epochs // 10)
+        self._say = say
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        done = epoch + 1
+        if done % self._every and done != self._epochs:
+            return
+        logs = logs or {}
+        parts = [f"loss {logs['loss']:.4f}"] if "loss" in logs else []
+        if "val_loss" in logs:
+            parts.append(f"validation loss {logs['val_loss']:.4f}")
+        self._say(f"  epoch {done}/{self._epochs}: " + ", ".join(parts))
+
+
 def setup_tensorflow(seed: int) -> None:
     """Deterministic TensorFlow: seeded Python/NumPy/TF and deterministic ops, quiet logger
     (the CLI sets TF_CPP_MIN_LOG_LEVEL before TensorFlow is imported)."""
@@ -88,9 +108,10 @@ def train_model(
     window_files: np.ndarray,
     *,
     seed: int,
+    say: Say = _quiet,
 ) -> Trained:
     """Train `preset` on the given raw vectors (all from training files); `window_files` groups
-    them by file, so a validation part is carved out of whole files."""
+    them by file, so a validation part is carved out of whole files. `say` gets the progress."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     inputs = transform(spec, raw)
@@ -122,7 +143,7 @@ def train_model(
         rng=np.random.default_rng(seed),
     )
     model = build_model(preset, spec, fit_inputs)
-    callbacks: list[keras.callbacks.Callback] = []
+    callbacks: list[keras.callbacks.Callback] = [EpochProgress(preset.epochs, say)]
     validation = None
     if val_mask.any():
         validation = (inputs[val_mask], _targets(preset, labels[val_mask]))
@@ -153,6 +174,13 @@ def train_model(
     stopper = next((c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)), None)
     if stopper is not None and stopper.best_weights is not None:
         best_epoch = int(stopper.best_epoch) + 1
+    if epochs_run < preset.epochs:
+        say(
+            f"  stopped early at epoch {epochs_run}: validation loss had not improved for"
+            f" {preset.patience} epochs; kept the weights of epoch {best_epoch}"
+        )
+    else:
+        say(f"  trained all {epochs_run} epochs")
 
     threshold = preset.fixed_threshold
     validation_metrics = None
@@ -197,6 +225,8 @@ class FitReport:
     epochs_run: int
     cv: dict[str, Any] | None = None
     seconds: float = 0.0
+    train_files: int = 0
+    """Of `files`, how many the model was trained on (the rest are the test part)."""
 
 
 def fit(
@@ -230,9 +260,10 @@ def fit(
         dataset.files, settings=settings, cache_dir=cache_dir, strict=strict
     )
     stats = feats.stats
+    # audio_reads counts the failed reads too: the three parts add up to the files.
     say(
-        f"features: {stats.audio_reads} decoded, {stats.cache_hits} from cache, "
-        f"{len(stats.failures)} skipped ({stats.seconds:.1f} s)"
+        f"features of {stats.files} files: {stats.audio_reads - len(stats.failures)} decoded,"
+        f" {stats.cache_hits} from cache, {len(stats.failures)} skipped ({stats.seconds:.1f} s)"
     )
     for failure in stats.failures:
         say(f"  skipped {failure.name}: {failure.reason}")
@@ -269,7 +300,13 @@ def fit(
     test_mask = ~train_mask
     say(f"training {preset.name} on {len(split.train)} files, testing on {len(split.test)}")
     trained = train_model(
-        preset, spec, raw[train_mask], labels[train_mask], window_files[train_mask], seed=seed
+        preset,
+        spec,
+        raw[train_mask],
+        labels[train_mask],
+        window_files[train_mask],
+        seed=seed,
+        say=say,
     )
     test_scores = scores_of(trained.model, preset.output, transform(spec, raw[test_mask]))
     test = evaluate(labels[test_mask], test_scores, window_files[test_mask], trained.threshold)
@@ -287,6 +324,7 @@ def fit(
         threshold=trained.threshold,
         epochs_run=trained.epochs_run,
         cv=cv_result,
+        train_files=len(split.train),
     )
     _write_run_dir(
         run_dir,

@@ -109,10 +109,12 @@ def summary(dataset: DataSet, table: list[Row]) -> list[str]:
         if row.meta is not None:
             hours[row.label] = hours.get(row.label, 0.0) + row.meta.length_s / _SECONDS_PER_HOUR
     rates = Counter(row.meta.frame_rate for row in table if row.meta is not None)
+    unreadable = unreadable_count(table)
     lines = [
         f"files: {len(table)} ("
         + ", ".join(f"{per_label.get(name, 0)} {name}" for name in CLASSES)
-        + f"), labels from {dataset.source}",
+        + f"), labels from {dataset.source}"
+        + (f"; {unreadable} unreadable, {len(table) - unreadable} usable" if unreadable else ""),
         f"total: {sum(hours.values()):.2f} h ("
         + ", ".join(f"{hours.get(name, 0.0):.2f} h {name}" for name in CLASSES)
         + ")",
@@ -130,6 +132,11 @@ def summary(dataset: DataSet, table: list[Row]) -> list[str]:
     if missing:
         lines.append(f"warning: no {' and no '.join(missing)} files; fit needs both classes")
     return lines
+
+
+def unreadable_count(table: list[Row]) -> int:
+    """Files whose audio could not be read (no metadata): fit would skip them."""
+    return sum(row.meta is None for row in table)
 
 
 def aligned(table: list[Row]) -> str:
