@@ -155,6 +155,8 @@ class Publisher:
         # here until publish() registers the mid (it then runs the callback itself).
         self._early_acks: dict[int, bool] = {}  # mid -> accepted by the broker
         self._repeat = _RepeatFilter()
+        self.connect_failures = 0
+        """Connection attempts that failed (the log says it once per interval; this counts all)."""
         self._started = False
         self._closed = False
 
@@ -337,6 +339,7 @@ class Publisher:
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho does not pass the cause: a closed port, a DNS failure or a failed TLS handshake.
+        self.connect_failures += 1
         if self._repeat.should_log("connect_failed"):
             log.warning(
                 "mqtt_connect_failed",

@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 import structlog
+from paho.mqtt.enums import CallbackAPIVersion
 
 from daemon import log as daemon_log
 from daemon import schemas
@@ -27,19 +29,45 @@ from tests.fixtures.broker import Broker, Subscriber, TlsFiles
 REPO = Path(__file__).resolve().parent.parent
 NODE = "tower-7"
 PREFIX = "corona/v1"
+BARRIER = "test-barrier"
 T = topics(PREFIX, NODE)
 SECRET = "s3cr3t-Pa55word-xyzzy"
 ACK_TIMEOUT_S = 10.0
 SHA = "ab" * 32
 
-ACL = f"""user tower
+ACL = f"""topic read {BARRIER}/#
+user tower
 topic readwrite {PREFIX}/#
 user control
 topic read {PREFIX}/#
+topic write {BARRIER}/#
 """
-"""Named users only: an anonymous client gets no topic at all (no pattern before `user`)."""
+"""Named users only on the node's topics: an anonymous client may read nothing but the barrier
+topic (the lines before the first `user`), which `control` writes to prove a delivery order."""
 
 Make = Callable[..., Publisher]
+
+
+def publish_barrier(
+    broker: Broker, *, username: str | None = None, password: str | None = None
+) -> None:
+    """Publish `BARRIER/mark` (QoS 1) and wait for the broker's ack. A subscriber that then
+    receives it has been sent everything the broker processed before: its messages arrive in
+    order, so "nothing else came" is proved by an event, not by a pause."""
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    if username is not None:
+        client.username_pw_set(username, password)
+    if broker.tls is not None:
+        client.tls_set(ca_certs=str(broker.tls.ca))
+    client.connect(broker.host, broker.port, keepalive=10)
+    client.loop_start()
+    try:
+        info = client.publish(f"{BARRIER}/mark", b"barrier", qos=1)
+        info.wait_for_publish(ACK_TIMEOUT_S)
+        assert info.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def verdict(seq: int) -> dict[str, Any]:
@@ -110,21 +138,21 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = ACK_TIMEOUT_S) 
     return condition()
 
 
-def retained_status(sub: Subscriber, value: str) -> bool:
-    """The broker holds `value` retained on the status topic.
+def wait_retained_status(sub: Subscriber, value: str) -> None:
+    """Wait until the broker is seen holding `value` retained on the status topic; an
+    AssertionError (from wait_for) when it does not within the timeout.
 
     A subscription made right after connect can beat the client's publish of `online` and get
     it live (retain false); then a second, later subscriber must get it retained.
     """
     first = sub.wait_for(lambda m: m.topic == T.status and m.text == value)
     if first.retain:
-        return True
+        return
     later = Subscriber(sub.broker, sub.topic_filter, sub.username, sub.password, sub.ca)
     try:
         later.wait_for(lambda m: m.topic == T.status and m.retain and m.text == value)
     finally:
         later.close()
-    return True
 
 
 class TestTopics:
@@ -150,7 +178,7 @@ class TestStatus:
         message = sub.wait_for(lambda m: m.text == "online")
         assert message.qos == 1
         # It may come live when the subscription beat the publish; then a later one reads it.
-        assert retained_status(sub, "online")
+        wait_retained_status(sub, "online")
 
     def test_stopped_is_retained_after_clean_close(
         self, broker: Broker, publisher: Make, subscribe: Callable[..., Subscriber]
@@ -158,13 +186,16 @@ class TestStatus:
         """close() leaves `stopped` retained, not the Last Will `offline`."""
         pub = publisher(plain(broker))
         assert pub.wait_connected(ACK_TIMEOUT_S)
-        live = subscribe(broker, T.status)
+        live = subscribe(broker, "#")
+        assert live.wait_subscribed()
         pub.close()
         assert not pub.connected
-        assert retained_status(subscribe(broker, T.status), "stopped")
-        time.sleep(0.3)  # an `offline` would come right after the disconnect
+        wait_retained_status(subscribe(broker, T.status), "stopped")
+        # A Will `offline` would be sent at the disconnect, so before a barrier published after it.
+        publish_barrier(broker)
+        live.on(f"{BARRIER}/mark")
         # `online` may also arrive live when the subscription beat its publish; never `offline`.
-        live_texts = [m.text for m in live.messages if not m.retain]
+        live_texts = [m.text for m in live.messages if m.topic == T.status and not m.retain]
         assert live_texts[-1:] == ["stopped"]
         assert "offline" not in live_texts
 
@@ -202,7 +233,7 @@ class TestStatus:
             if child.poll() is None:
                 child.kill()
                 child.wait(10)
-        assert retained_status(subscribe(broker, T.status), "offline")
+        wait_retained_status(subscribe(broker, T.status), "offline")
 
 
 class TestPublish:
@@ -228,7 +259,11 @@ class TestPublish:
         assert message.payload == payload
         assert (message.qos, message.retain) == (1, False)
         schemas.validate("verdict", message.payload)
-        time.sleep(0.2)
+        # The broker acknowledges one connection's publishes in order: once a second one is
+        # acknowledged, a duplicate ack of the first would already have arrived.
+        second = threading.Event()
+        pub.publish("verdict", json.dumps(verdict(2)).encode(), qos=1, on_ack=second.set)
+        assert second.wait(ACK_TIMEOUT_S)
         assert acks == [1]
         assert not pub.is_pending(mid)
         assert pub.pending_count == 0
@@ -318,7 +353,7 @@ class TestReconnect:
         assert wait_until(lambda: not pub.connected)
         broker.start()
         assert pub.wait_connected(ACK_TIMEOUT_S)
-        assert retained_status(subscribe(broker, T.status), "online")
+        wait_retained_status(subscribe(broker, T.status), "online")
         acked = threading.Event()
         assert pub.publish("verdict", b"after", qos=1, on_ack=acked.set) is not None
         assert acked.wait(ACK_TIMEOUT_S)
@@ -329,7 +364,8 @@ class TestReconnect:
         """A broker missing at start is logged once, retried, and used once it appears."""
         broker = broker_factory(start=False)
         pub = publisher(plain(broker))
-        time.sleep(2.5)  # several attempts at a 1 s backoff
+        # Several failed attempts (1 s backoff) must still be one log line.
+        assert wait_until(lambda: pub.connect_failures >= 3, timeout_s=30)
         assert not pub.connected
         broker.start()
         assert pub.wait_connected(ACK_TIMEOUT_S)
@@ -389,7 +425,8 @@ class TestSecurity:
         assert secure_broker.tls is not None
         pub = publisher(secure(secure_broker, tmp_path))
         assert pub.wait_connected(ACK_TIMEOUT_S)
-        anonymous = subscribe(secure_broker, f"{PREFIX}/#", ca=secure_broker.tls.ca)
+        anonymous = subscribe(secure_broker, "#", ca=secure_broker.tls.ca)
+        assert anonymous.wait_subscribed()
         reader = subscribe(
             secure_broker, f"{PREFIX}/#", username="control", password="control-pw",
             ca=secure_broker.tls.ca,
@@ -400,8 +437,9 @@ class TestSecurity:
         reader.on(T.verdict)
         # The status may come retained or live (the subscription can beat `online`).
         reader.wait_for(lambda m: m.topic == T.status)
-        time.sleep(0.3)
-        assert anonymous.messages == []
+        publish_barrier(secure_broker, username="control", password="control-pw")
+        anonymous.on(f"{BARRIER}/mark")  # everything before it was delivered, or denied
+        assert [m.topic for m in anonymous.messages] == [f"{BARRIER}/mark"]
 
     def test_wrong_password_is_refused_clearly_and_retried(
         self,
