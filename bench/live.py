@@ -2,7 +2,7 @@
 
 Run from the repository root: python -m bench.live [--seconds 60] [--mqtt off|on|both].
 The microphone is a private PulseAudio null sink that paplay feeds a synthesized WAV in real
-time (TEST-MICROPHONES.md, recipe 2); the daemon is `python -m daemon.cli --config CFG` with
+time (tests/MICROPHONES.md, recipe 2); the daemon is `python -m daemon.cli --config CFG` with
 `audio.device: pulse`. Start-up (process start to `device_opened`) is reported on its own; the
 60 s measurement starts after it. CPU comes from /proc/PID/stat (utime + stime, all threads),
 memory from /proc/PID/status (VmRSS sampled each second, VmHWM = peak RSS since start).
@@ -363,7 +363,7 @@ def main() -> None:
         "CPU % = daemon's utime+stime / wall time over the measurement, all threads (10 ms"
         " ticks).\npulse % is the PulseAudio server standing in for the USB microphone's driver;"
         " paplay is the test's sound source. Neither runs on a tower.\n"
-        "The ALSA file device (TEST-MICROPHONES.md recipe 1) cannot give these numbers: it"
+        "The ALSA file device (tests/MICROPHONES.md recipe 1) cannot give these numbers: it"
         " has no clock and delivers audio thousands of times faster than real time, so the"
         " daemon runs flat out on it (a busy core); it serves functional tests only."
     )

@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "corona-demo.tflite"
 """The shipped demo model, found beside the package in a source checkout or editable install."""
 
-DEFAULT_PASSWORD_ENV = "CORONA_MQTT_PASSWORD"
+DEFAULT_PASSWORD_ENV = "CORONA_MQTT_PASSWORD"  # noqa: S105 - a variable name, not a password
 
 
 def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:

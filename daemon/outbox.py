@@ -256,7 +256,8 @@ class Outbox:
                         ),
                     )
                     row_id = cur.lastrowid
-                    assert row_id is not None  # an INSERT always sets it
+                    if row_id is None:  # an INSERT always sets it; not an assert: -O drops those
+                        raise sqlite3.DatabaseError("INSERT returned no row id")
                     # Below the disk floor the file must stop growing: the new row replaces the
                     # oldest (SQLite reuses the freed pages), as if max_rows had been reached.
                     limit = max(1, self._depth) if low_disk else self.max_rows

@@ -52,7 +52,7 @@ class Topics:
 
 
 def topics(prefix: str, node: str) -> Topics:
-    """The node's four topics under the prefix (DESIGN.md, MQTT)."""
+    """The node's four topics under the prefix (README, "MQTT")."""
     base = f"{prefix.rstrip('/')}/{node}"
     return Topics(
         status=f"{base}/status",
@@ -168,7 +168,8 @@ class Publisher:
             return
         self._started = True
         host = self._settings.host
-        assert host is not None  # make_client refused a disabled config
+        if host is None:  # make_client refused a disabled config; not an assert: -O drops those
+            raise ConfigError("mqtt.host: not set, MQTT is disabled")
         self._client.connect_async(host, self._settings.port, keepalive=self._settings.keepalive_s)
         self._client.loop_start()
         log.info(

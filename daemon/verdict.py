@@ -1,4 +1,5 @@
-"""A scored window becomes a verdict: label, sensor check and the schema-1 JSON of DESIGN.md.
+"""A scored window becomes a verdict: label, sensor check and the schema-1 JSON (README,
+"MQTT"; daemon/schemas/verdict.schema.json).
 
 Payloads are an API: fields are only ever added, never renamed (tests/test_schemas.py freezes
 them). Times are ISO-8601 UTC with milliseconds.

@@ -23,7 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from daemon.config import MqttSettings, Settings
 from daemon.constants import WINDOW_S
-from daemon.errors import PublishError
+from daemon.errors import ConfigError, PublishError
 from daemon.publish import make_client
 
 STALE_WINDOWS: Final = 2
@@ -220,7 +220,8 @@ def _client_for(source: MqttSettings | tuple[str, int]) -> tuple[mqtt.Client, st
     client_id = f"corona-watch-{uuid.uuid4().hex[:8]}"
     if isinstance(source, MqttSettings):
         client = make_client(source, client_id)  # raises ConfigError when host is unset
-        assert source.host is not None
+        if source.host is None:
+            raise ConfigError("mqtt.host: not set, there is no broker to watch")
         return client, source.host, source.port
     host, port = source
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id)

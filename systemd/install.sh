@@ -59,9 +59,11 @@ run() {
 installed_config() {
     local source="$REPO/config.yaml"
     [[ -f "$source" ]] || die "$source: missing; run this script from a corona-monitor checkout"
-    grep -q '^  path: models/corona-demo.tflite$' "$source" \
-        || die "$source: no 'model.path: models/corona-demo.tflite' line to point at $MODELS"
-    sed "s|^  path: models/corona-demo.tflite\$|  path: $MODELS/$MODEL_NAME|" "$source"
+    # The checkout's default (the model beside the package) does not exist in a /opt install:
+    # the commented example line becomes the real setting.
+    grep -q '^  # path: models/corona-demo.tflite$' "$source" \
+        || die "$source: no '# path: models/corona-demo.tflite' line to point at $MODELS"
+    sed "s|^  # path: models/corona-demo.tflite\$|  path: $MODELS/$MODEL_NAME|" "$source"
 }
 
 check_python() {

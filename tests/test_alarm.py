@@ -9,7 +9,7 @@ from daemon.alarm import Alarm
 
 def feed(alarm: Alarm, labels: str, usable: bool = True) -> list[str]:
     """Feed 'a'/'n' labels; return the states of the changes reported."""
-    changes = []
+    changes: list[str] = []
     for i, label in enumerate(labels):
         change = alarm.update(anomalous=label == "a", usable=usable, score=0.9, at=f"t{i}")
         if change is not None:

@@ -133,7 +133,8 @@ class TestCommissioning:
         cfg = _config(tmp_path, model)
         done = run_monitor(["--config", str(cfg), "baseline", "status"])
         assert done.returncode == 0, done.stderr
-        assert "state: learning" in done.stdout and "no baseline file yet" in done.stdout
+        assert "state: learning" in done.stdout
+        assert "no baseline file yet" in done.stdout
         _replay(cfg, site["learn"])
         done = run_monitor(["--config", str(cfg), "baseline", "status", "--json"])
         status = json.loads(done.stdout)
@@ -199,7 +200,8 @@ class TestRefusals:
         assert replayed.returncode == 0, replayed.stderr
         events = _events(replayed.stderr)
         restarted = [e for e in events if e.get("event") == "baseline_restarted"]
-        assert len(restarted) == 1 and "window_s" in restarted[0]["reason"]
+        assert len(restarted) == 1
+        assert "window_s" in restarted[0]["reason"]
         kept = list(tmp_path.glob("baseline.npz.rejected-*"))
         assert len(kept) == 1
         assert json_lines(replayed.stdout)[0]["baseline"]["windows"] == 1
@@ -213,7 +215,8 @@ class TestRefusals:
         path = tmp_path / "baseline.npz"
         path.write_bytes(path.read_bytes()[:100])
         done = run_monitor(["--config", str(cfg), "baseline", "status"])
-        assert done.returncode == 1 and "cannot be read" in done.stdout
+        assert done.returncode == 1
+        assert "cannot be read" in done.stdout
         assert "Traceback" not in done.stdout + done.stderr
         verdicts = _replay(cfg, site["later"])
         assert verdicts[0]["baseline"] == {
@@ -251,19 +254,23 @@ class TestImport:
         (folder / "a.wav").write_bytes(site["learn"].read_bytes())
         done = run_monitor(["--config", str(cfg), "baseline", "import", str(folder)])
         assert done.returncode == 0, done.stderr
-        assert "learned 40" in done.stdout and "baseline ready" in done.stdout
+        assert "learned 40" in done.stdout
+        assert "baseline ready" in done.stdout
         again = run_monitor(["--config", str(cfg), "baseline", "import", str(folder)])
-        assert again.returncode == 1 and "pass --replace" in again.stderr
+        assert again.returncode == 1
+        assert "pass --replace" in again.stderr
         verdicts = _replay(cfg, site["corona"])
         assert all(v["baseline"]["state"] == "ready" for v in verdicts)
         reset = run_monitor(["--config", str(cfg), "baseline", "reset"])
-        assert reset.returncode == 0 and "removed" in reset.stdout
+        assert reset.returncode == 0
+        assert "removed" in reset.stdout
         assert not (tmp_path / "baseline.npz").exists()
 
     def test_import_of_an_empty_folder(self, model: Path, tmp_path: Path) -> None:
         cfg = _config(tmp_path, model)
         done = run_monitor(["--config", str(cfg), "baseline", "import", str(tmp_path)])
-        assert done.returncode == 1 and "no .wav file under" in done.stderr
+        assert done.returncode == 1
+        assert "no .wav file under" in done.stderr
 
 
 class TestInProcess:
@@ -284,7 +291,8 @@ class TestInProcess:
         again = Baseline.load(
             tmp_path / "b.npz", fingerprint={"f": 1}, learn_windows=999, quantile=0.5
         )
-        assert again.state == "ready" and again.learn_windows == 40
+        assert again.state == "ready"
+        assert again.learn_windows == 40
         probe = rng.normal(size=3) + 2
         assert again.observe(probe, learn=True) == baseline.observe(probe, learn=True)
 

@@ -96,7 +96,7 @@ class TestAgreement:
 
 class TestWrittenFiles:
     def test_metadata_per_design(self, exported: Callable[..., Any], sigmoid_run: Path) -> None:
-        """NAME.json carries every DESIGN.md field, the file's sha256 and held-out metrics."""
+        """NAME.json carries every field of the design, the file's sha256 and held-out metrics."""
         report = exported("sigmoid", "int8")
         meta = json.loads(report.json_path.read_text())
         run = json.loads((sigmoid_run / "run.json").read_text())

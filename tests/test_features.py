@@ -47,7 +47,8 @@ def librosa_row_means(
             center=True,
             pad_mode="constant",
         )
-    return np.mean(np.abs(stft).astype(np.float64) ** 2, axis=1)
+    means: np.ndarray = np.mean(np.abs(stft).astype(np.float64) ** 2, axis=1)
+    return means
 
 
 def make_signal(kind: str, n_samples: int, seed: int = 0) -> npt.NDArray[np.float32]:

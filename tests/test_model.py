@@ -127,7 +127,7 @@ class TestScore:
     def test_empty_batch(self, exported: Callable[..., Any]) -> None:
         """Zero windows give zero scores, not an interpreter error."""
         model = Model.load(exported("softmax", "int8").tflite_path)
-        assert model.score(np.zeros((0, N_BINS), np.float32)).shape == (0,)
+        assert np.asarray(model.score(np.zeros((0, N_BINS), np.float32))).shape == (0,)
 
     @pytest.mark.parametrize("shape", [(512,), (3, 512), (2, 3, N_BINS)])
     def test_wrong_feature_shape(

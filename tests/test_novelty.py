@@ -157,7 +157,8 @@ class TestThreshold:
         scores = threshold.score(d2)
         assert scores[2] == pytest.approx(0.5)
         assert np.all(np.diff(scores) > 0)
-        assert scores[0] >= 0.0 and scores[-1] <= 1.0
+        assert scores[0] >= 0.0
+        assert scores[-1] <= 1.0
         assert threshold.score(np.array([1e300]))[0] == 1.0  # no overflow
 
     def test_needs_two_distances(self) -> None:

@@ -80,7 +80,8 @@ class TestDaemonScoresIt:
         done = run_monitor(["--config", str(cfg), "--replay", str(wav)])
         assert done.returncode == 0, done.stderr
         lines = [json.loads(line) for line in done.stdout.splitlines()]
-        assert lines and all(v["model"]["kind"] == "one-class" for v in lines)
+        assert lines
+        assert all(v["model"]["kind"] == "one-class" for v in lines)
         single = tmp_path / "single" / "anomalous"
         single.mkdir(parents=True)
         (single / wav.name).write_bytes(wav.read_bytes())

@@ -42,7 +42,8 @@ def test_manifest_labels_and_wav_format(tmp_path: Path) -> None:
         rows = list(csv.DictReader(fh))
     assert [r["label"] for r in rows] == ["normal", "normal", "anomalous"]
     for row in rows:
-        assert row["file"].startswith(f"{row['label']}/") and row["file"].endswith(".wav")
+        assert row["file"].startswith(f"{row['label']}/")
+        assert row["file"].endswith(".wav")
         info = sf.info(str(tmp_path / row["file"]))
         assert (info.samplerate, info.channels, info.subtype, info.format) == (
             SR,
@@ -64,11 +65,15 @@ def test_manifest_labels_and_wav_format(tmp_path: Path) -> None:
 def test_render_clip_range_length_and_determinism(label: str) -> None:
     x, meta = othersim.render_clip(np.random.default_rng(11), label=label, duration_s=1.25)
     y, meta2 = othersim.render_clip(np.random.default_rng(11), label=label, duration_s=1.25)
-    assert x.dtype == np.float32 and x.shape == (round(1.25 * SR),)
-    assert np.all(np.abs(x) <= 1.0) and np.all(np.isfinite(x))
-    assert np.array_equal(x, y) and meta == meta2
+    assert x.dtype == np.float32
+    assert x.shape == (round(1.25 * SR),)
+    assert np.all(np.abs(x) <= 1.0)
+    assert np.all(np.isfinite(x))
+    assert np.array_equal(x, y)
+    assert meta == meta2
     assert np.array_equal(np.rint(x * 32768.0) / 32768.0, x)  # 16-bit values
-    assert meta["label"] == label and meta["line_hz"] in (50.0, 60.0)
+    assert meta["label"] == label
+    assert meta["line_hz"] in (50.0, 60.0)
     assert othersim.level_dbfs(x) > -100.0
 
 
@@ -81,7 +86,8 @@ def test_render_clip_rejects_bad_arguments() -> None:
 
 def test_corona_component_level_and_locking() -> None:
     x = othersim.corona(np.random.default_rng(5), 3 * SR, line_hz=60.0, level_dbfs=-30.0)
-    assert x.dtype == np.float32 and x.shape == (3 * SR,)
+    assert x.dtype == np.float32
+    assert x.shape == (3 * SR,)
     assert othersim.level_dbfs(x) == pytest.approx(-30.0, abs=0.05)
     assert othersim.envelope_2f_db(x, 60.0) > 6.0
     again = othersim.corona(np.random.default_rng(5), 3 * SR, line_hz=60.0, level_dbfs=-30.0)
@@ -92,7 +98,9 @@ def test_high_band_envelope_peaks_at_twice_line_frequency_only_with_corona() -> 
     """Same generator state -> same background and microphone; with corona clearly above it,
     the >2 kHz envelope has a spectral peak at 2f; without, it has none (hum, insects near
     2f, rain and wind included: the seeds cover several)."""
-    normal_mod, anomalous_mod, seen = [], [], set()
+    normal_mod: list[float] = []
+    anomalous_mod: list[float] = []
+    seen: set[str] = set()
     for seed in range(5):
         n_x, n_meta = othersim.render_clip(
             np.random.default_rng(seed), label="normal", duration_s=4.0
@@ -100,7 +108,8 @@ def test_high_band_envelope_peaks_at_twice_line_frequency_only_with_corona() -> 
         a_x, a_meta = othersim.render_clip(
             np.random.default_rng(seed), label="anomalous", duration_s=4.0, snr_db=10.0
         )
-        assert n_meta["line_hz"] == a_meta["line_hz"] and n_meta["weather"] == a_meta["weather"]
+        assert n_meta["line_hz"] == a_meta["line_hz"]
+        assert n_meta["weather"] == a_meta["weather"]
         line_hz = float(n_meta["line_hz"])
         normal_mod.append(othersim.envelope_2f_db(n_x, line_hz))
         anomalous_mod.append(othersim.envelope_2f_db(a_x, line_hz))
@@ -123,7 +132,8 @@ def test_cli_writes_and_refuses_clearly(tmp_path: Path) -> None:
         check=False,
     )
     assert ok.returncode == 0, ok.stderr
-    assert (out / "manifest.csv").is_file() and len(list(out.rglob("*.wav"))) == 2
+    assert (out / "manifest.csv").is_file()
+    assert len(list(out.rglob("*.wav"))) == 2
     again = subprocess.run(
         [*cmd, "--normal", "1", "--anomalous", "1"],
         cwd=ROOT,
@@ -131,7 +141,8 @@ def test_cli_writes_and_refuses_clearly(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert again.returncode == 2 and "not an empty directory" in again.stderr
+    assert again.returncode == 2
+    assert "not an empty directory" in again.stderr
     bad = subprocess.run(
         [*cmd[:-2], "--seed", "x", "--normal", "1", "--anomalous", "0"],
         cwd=ROOT,
@@ -139,4 +150,6 @@ def test_cli_writes_and_refuses_clearly(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--seed" in bad.stderr
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr
+    assert "--seed" in bad.stderr

@@ -285,7 +285,9 @@ class TestCorruption:
             f.write(b"\xff" * 16384)
         with Outbox(path) as box:
             assert box.depth() == 0
-            assert box.add_numbered(verdict).seq > 200
+            seq = box.add_numbered(verdict).seq
+            assert seq is not None
+            assert seq > 200
         assert list(tmp_path.glob("o.sqlite.corrupt-*"))
 
 

@@ -38,7 +38,8 @@ def smooth_noise(seconds: float, seed: int) -> np.ndarray:
     kernel = np.hanning(200)
     x = np.convolve(white, kernel / kernel.sum(), mode="valid")[:n]
     x += 0.3 * np.sin(2 * np.pi * (40 + 10 * seed) * np.arange(n) / SAMPLE_RATE) * x.std() * 3
-    return (x / np.sqrt(np.mean(x**2)) * 10 ** (-26 / 20)).astype(np.float32)
+    levelled: np.ndarray = (x / np.sqrt(np.mean(x**2)) * 10 ** (-26 / 20)).astype(np.float32)
+    return levelled
 
 
 def write_set(dest: Path, rows: list[dict[str, str]] | None = None) -> Path:

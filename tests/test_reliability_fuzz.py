@@ -79,8 +79,9 @@ def expect_clear_error(error: type[CoronaError], run: Callable[[], Any]) -> Any:
     try:
         return run()
     except error as err:
-        assert str(err).strip(), f"{type(err).__name__} without a message"
-        return None
+        message, kind = str(err), type(err).__name__
+    assert message.strip(), f"{kind} without a message"
+    return None
 
 
 # -- WAV files ---------------------------------------------------------------------------------

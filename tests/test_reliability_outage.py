@@ -446,4 +446,5 @@ class TestOutboxFull:
         replayed = [v["seq"] for v in room.verdicts() if v["replayed"]]
         assert replayed == sorted(replayed)
         drops = [e for e in daemon.events() if e["event"] == "outbox_dropped_oldest"]
-        assert drops and drops[0]["max_rows"] == max_rows
+        assert drops
+        assert drops[0]["max_rows"] == max_rows

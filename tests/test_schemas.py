@@ -16,7 +16,7 @@ VERDICT_FIELDS = (
     "schema", "node", "seq", "window_start", "window_end", "label", "score", "threshold",
     "model", "level_dbfs", "clipped", "overflows", "source", "replayed",
 )  # fmt: skip
-"""Schema 1's field names, as DESIGN.md lists them. Never remove or rename one."""
+"""Schema 1's field names, as the design (README, "MQTT") lists them. Never remove or rename one."""
 
 SHA = "0123456789abcdef" * 4
 
@@ -49,7 +49,7 @@ def health() -> dict[str, Any]:
         "uptime_s": 3600.5,
         "windows": 120,
         "overflows": 0,
-        "capture": "ok",
+        "capture": "running",
         "outbox_depth": 0,
         "outbox_dropped": 0,
         "last_window": "2026-11-25T04:53:36.536Z",
@@ -59,7 +59,7 @@ def health() -> dict[str, Any]:
 
 class TestVerdictContract:
     def test_required_fields_are_exactly_schema_one(self) -> None:
-        """The schema requires exactly DESIGN.md's schema-1 field names."""
+        """The schema requires exactly the design's schema-1 field names."""
         assert set(schemas.load_schema("verdict")["required"]) == set(VERDICT_FIELDS)
 
     def test_example_is_valid(self) -> None:

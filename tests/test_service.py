@@ -65,7 +65,8 @@ class TestLiveEndToEnd:
         # Retained state seen by a subscriber that arrives later: online, and a valid health.
         late = rig.watch()
         status = late.on(f"{TOPICS}/status")
-        assert status.retain and status.text == "online"
+        assert status.retain
+        assert status.text == "online"
         health = late.on(f"{TOPICS}/health")
         assert health.retain
         schemas.validate("health", health.json())
@@ -86,7 +87,8 @@ class TestSignals:
         assert "Traceback" not in daemon.log()
         assert daemon.wait_event("stopped")["windows"] >= 1
         status = rig.watch("status").on(f"{TOPICS}/status")
-        assert status.retain and status.text == "stopped"
+        assert status.retain
+        assert status.text == "stopped"
 
     def test_sigkill_leaves_offline_retained(self, rig: Rig) -> None:
         """A killed daemon cannot say goodbye: the broker publishes its Last Will, retained."""
@@ -97,7 +99,8 @@ class TestSignals:
         daemon.stop(signal.SIGKILL)
         sub.wait_for(lambda m: m.text == "offline")
         status = rig.watch("status").on(f"{TOPICS}/status")
-        assert status.retain and status.text == "offline"
+        assert status.retain
+        assert status.text == "offline"
 
 
 class TestStartup:
@@ -128,7 +131,8 @@ class TestAlarm:
         assert len(anomalous) >= 2
         assert raised.json()["since"] == anomalous[1]["window_end"]
         retained = rig.watch("alarm").on(f"{TOPICS}/alarm")
-        assert retained.retain and retained.json() == raised.json()
+        assert retained.retain
+        assert retained.json() == raised.json()
         assert daemon.process.poll() is None
 
     def test_a_standing_alarm_is_cleared_after_a_restart(self, rig: Rig) -> None:
@@ -164,7 +168,7 @@ def health_with(sub: Subscriber, capture: str, after: int = 0) -> dict[str, Any]
     def match(message: Received) -> bool:
         if message.topic != f"{TOPICS}/health":
             return False
-        return message.json()["capture"] == capture
+        return bool(message.json()["capture"] == capture)
 
     deadline = time.monotonic() + EVENT_TIMEOUT_S
     while True:
@@ -175,6 +179,22 @@ def health_with(sub: Subscriber, capture: str, after: int = 0) -> dict[str, Any]
         if time.monotonic() >= deadline:
             raise AssertionError(f"no health with capture {capture!r}")
         time.sleep(0.05)
+
+
+class TestSensorFaults:
+    def test_digital_silence_is_reported_as_the_capture_state(self, rig: Rig) -> None:
+        """A microphone delivering only zeros: verdicts say `sensor: silent`, health reports the
+        capture as `silent` (the service's override of `running`), and no alarm is raised."""
+        rig.mic.write(np.zeros(3 * SAMPLE_RATE, dtype=np.float32))
+        sub = rig.watch()
+        daemon = rig.start(rig.config(threshold=0.0))  # every window "anomalous" by score
+        health = health_with(sub, "silent")
+        assert health["capture"] == "silent"
+        got = verdicts(sub.messages)
+        assert got
+        assert {v["sensor"] for v in got} == {"silent"}
+        assert not [m for m in sub.messages if m.topic == f"{TOPICS}/alarm"]
+        assert daemon.process.poll() is None
 
 
 class TestCaptureLoss:

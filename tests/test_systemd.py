@@ -171,7 +171,7 @@ class TestInstallScript:
             (REPO / "config.yaml")
             .read_text()
             .replace(
-                "  path: models/corona-demo.tflite",
+                "  # path: models/corona-demo.tflite",
                 "  path: /opt/corona-monitor/models/corona-demo.tflite",
             )
         )

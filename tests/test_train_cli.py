@@ -378,19 +378,22 @@ class TestEndToEnd:
             png = run / "plots" / f"{name}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert "features of 16 files: 16 decoded, 0 from cache, 0 skipped" in err
-        assert "epoch 30/30: loss " in err and "trained all 30 epochs" in err
+        assert "epoch 30/30: loss " in err
+        assert "trained all 30 epochs" in err
         assert "trained default on 12 of 16 files" in out
 
         code, out, err = _run(
             capfd, "export", run, "--tflite", "--quantize", "int8", "--out", model
         )
         assert code == 0, err
-        assert model.is_file() and model.with_suffix(".json").is_file()
+        assert model.is_file()
+        assert model.with_suffix(".json").is_file()
 
         code, out, err = _run(capfd, "evaluate", model, data_dir, "--json", *cache)
         assert code == 0, err
         # The model's own training folder: the numbers are printed, with a warning beside them.
-        assert "warning: " in err and "is the folder this model was trained on" in err
+        assert "warning: " in err
+        assert "is the folder this model was trained on" in err
         result = json.loads(out)
         assert set(result) == {"window", "file"}
         for level, n in (("window", 64), ("file", 16)):

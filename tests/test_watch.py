@@ -47,7 +47,7 @@ def verdict(node: str, seq: int, end: datetime, label: str = "normal", score: fl
     ).encode()
 
 
-def health(capture: str = "ok", depth: int = 0, window_s: float | None = None) -> bytes:
+def health(capture: str = "running", depth: int = 0, window_s: float | None = None) -> bytes:
     data: dict[str, object] = {
         "uptime_s": 60.0,
         "windows": 2,
@@ -77,7 +77,7 @@ class TestRenderTable:
         view = NodeView(
             node="t1", status="online", label="anomalous", score=0.9312, mod_db=18.26, line_hz=50,
             seq=4,
-            verdict_end=NOW - timedelta(seconds=12), alarm="alarm", capture="ok", outbox_depth=3,
+            verdict_end=NOW - timedelta(seconds=12), alarm="alarm", capture="running", outbox_depth=3,
         )  # fmt: skip
         table = render_table([view], NOW, prefix="corona/v1")
         assert table.splitlines()[0].startswith("corona-monitor watch  corona/v1  2026-11-25T12")
@@ -85,7 +85,7 @@ class TestRenderTable:
             "NODE", "STATUS", "VERDICT", "SCORE", "MOD2F", "AGE", "ALARM", "CAPTURE", "OUTBOX",
         ]  # fmt: skip
         assert row(table, "t1") == [
-            "t1", "online", "anomalous", "0.931", "18.3dB@50", "12s", "alarm", "ok", "3",
+            "t1", "online", "anomalous", "0.931", "18.3dB@50", "12s", "alarm", "running", "3",
         ]  # fmt: skip
 
     def test_stale_after_two_default_windows(self) -> None:
@@ -180,7 +180,7 @@ class TestRunWatch:
             acked = threading.Semaphore(0)
             alarm = {"state": "alarm", "since": iso(NOW), "k": 3, "n": 5, "score": 0.9}
             alive.publish("alarm", json.dumps(alarm), retain=True, on_ack=acked.release)
-            alive.publish("health", health("ok", 2), retain=True, on_ack=acked.release)
+            alive.publish("health", health("running", 2), retain=True, on_ack=acked.release)
             for _ in range(2):
                 assert acked.acquire(timeout=ACK_TIMEOUT_S)
             gone.close()
@@ -203,7 +203,7 @@ class TestRunWatch:
         a = row(table, "tower-a")
         assert a[:4] == ["tower-a", "online", "anomalous", "0.870"]
         assert a[4] == "-"  # the test verdict carries no physics
-        assert a[6:9] == ["alarm", "ok", "2"]
+        assert a[6:9] == ["alarm", "running", "2"]
         assert a[-1] != "STALE"
         assert row(table, "tower-b") == [
             "tower-b",

@@ -25,7 +25,7 @@ from daemon.constants import WINDOW_S
 from daemon.errors import CoronaError, DataError
 from daemon.physics import check_line_setting
 from train import data, evaluation
-from train import inspect as inspecting
+from train import inspection as inspecting
 from train.featurize import DEFAULT_CACHE_DIR, Progress
 from train.synth import synthesize
 

@@ -140,7 +140,7 @@ def export_tflite(
     _, keras = import_tensorflow()
     try:
         keras_model = keras.models.load_model(run.dir / _MODEL_FILE)
-    except Exception as exc:  # Keras raises many types for a bad file; all mean "cannot load"
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file; all mean "cannot load"
         raise ModelError(f"export: {run.dir / _MODEL_FILE} cannot be loaded: {exc}") from None
 
     representative = run.spec.model_input(run.representative)
@@ -414,7 +414,7 @@ def convert(keras_model: Any, quantize: str, representative: np.ndarray) -> byte
             converter.target_spec.supported_types = [tf.float16]
         try:
             content: bytes = converter.convert()
-        except Exception as exc:  # the converter raises ConverterError and others
+        except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError and others
             raise ModelError(f"export: TFLite conversion ({quantize}) failed: {exc}") from None
     return content
 
@@ -427,8 +427,8 @@ def _keras_scores(keras_model: Any, run: _Run, transformed: np.ndarray) -> np.nd
 
 
 def _metadata(run: _Run, *, name: str, quantize: str, content: bytes) -> dict[str, Any]:
-    """NAME.json per DESIGN.md; `metrics` is filled in once the candidate has been scored.
-    A one-class run adds `kind` and its `one_class` block (the threshold rule)."""
+    """NAME.json (README, "Model metadata"); `metrics` is filled in once the candidate has been
+    scored. A one-class run adds `kind` and its `one_class` block (the threshold rule)."""
     extra: dict[str, Any] = {k: run.doc[k] for k in ("kind", "one_class") if k in run.doc}
     return {
         "format": FORMAT,

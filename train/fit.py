@@ -2,7 +2,7 @@
 
 Split by file (train/splits.py); the test part is never seen before the final evaluation. With
 --cv, repeated stratified K-fold over files reports every metric's mean and 95 % interval.
-RUN_DIR layout: see RUNDIR.md (model.keras, run.json, calibration.npz, metrics.json, plots/).
+RUN_DIR layout: README, "RUN_DIR" (model.keras, run.json, calibration.npz, metrics.json, plots/).
 """
 
 from __future__ import annotations
@@ -205,7 +205,8 @@ def train_model(
 def _targets(preset: Preset, labels: np.ndarray) -> np.ndarray:
     if preset.output == "softmax":
         # The notebook's to_categorical: one-hot over [normal, anomalous].
-        return np.eye(2, dtype=np.float32)[labels]
+        one_hot: np.ndarray = np.eye(2, dtype=np.float32)[labels]
+        return one_hot
     return labels.astype(np.float32).reshape(-1, 1)
 
 

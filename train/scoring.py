@@ -5,6 +5,7 @@ mean with a 95 % interval over cross-validation folds. No TensorFlow here (evalu
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -43,7 +44,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def interval(values: list[float | None], n_train: int, n_test: int) -> dict[str, Any]:
+def interval(values: Sequence[float | None], n_train: int, n_test: int) -> dict[str, Any]:
     """Mean and 95 % interval of per-fold values with the Nadeau-Bengio correction: folds share
     training data, so the naive t interval is too narrow; the fold variance is scaled by
     (1/k + n_test/n_train) instead of 1/k. Every metric here lives in [0, 1], so the interval

@@ -131,7 +131,8 @@ def tilt(slope_db_per_octave: float, ref_hz: float = 1000.0) -> Response:
     """Spectral tilt: 0 white, -3 pink, -6 brown (per octave, relative to ref_hz)."""
 
     def response(f: np.ndarray) -> np.ndarray:
-        return (np.maximum(f, 10.0) / ref_hz) ** (slope_db_per_octave / 6.0206)
+        gains: np.ndarray = (np.maximum(f, 10.0) / ref_hz) ** (slope_db_per_octave / 6.0206)
+        return gains
 
     return response
 
@@ -213,7 +214,11 @@ def control_to_audio(values: np.ndarray, n: int) -> FloatArray:
 
 
 def impulse_response_sum(
-    n: int, positions: np.ndarray, amplitudes: np.ndarray, which: np.ndarray, kernels: list
+    n: int,
+    positions: np.ndarray,
+    amplitudes: np.ndarray,
+    which: np.ndarray,
+    kernels: list[np.ndarray],
 ) -> FloatArray:
     """Sum over events of amplitude * kernels[which] placed at the (integer) positions."""
     if positions.size == 0:
@@ -233,7 +238,8 @@ def decaying_click(rng: np.random.Generator, tau_s: float, *, differentiate: boo
     burst[0] = abs(burst[0]) + 1.0  # a sharp onset, as a discharge's pressure step has
     if differentiate:
         burst = np.diff(burst, prepend=0.0)
-    return (burst / np.max(np.abs(burst))).astype(np.float32)
+    shaped: np.ndarray = (burst / np.max(np.abs(burst))).astype(np.float32)
+    return shaped
 
 
 def damped_tone(freq_hz: float, tau_s: float) -> FloatArray:
@@ -265,7 +271,8 @@ def periodic(n: int, frequency_hz: float, table: np.ndarray, phase_rad: float = 
     start = round((phase_rad / (2 * np.pi)) % 1.0 * _PHASE_ONE)
     phase = (np.arange(n, dtype=np.int64) * step + start) & (_PHASE_ONE - 1)
     index = phase >> (_PHASE_BITS - _PERIOD_TABLE_BITS)
-    return np.asarray(table, dtype=np.float32)[index]
+    samples: np.ndarray = np.asarray(table, dtype=np.float32)[index]
+    return samples
 
 
 def period_grid() -> np.ndarray:
