@@ -1,4 +1,5 @@
-"""Benchmark: daemon.features.row_means against librosa.stft + power + mean, same samples, same run.
+"""Benchmark: daemon.analyse.features.row_means against librosa.stft + power + mean, same samples,
+same run.
 
 Run from the repo root: python -m bench.features [--repeats N]. Prints the machine and a table
 per input length (30 s window, 1 h of audio): best-of-N seconds, speed ratio, and max relative
@@ -16,10 +17,10 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.machine import machine_lines
+from daemon.analyse.features import row_means
+from daemon.analyse.physics import measure
 from daemon.constants import HOP_LENGTH, N_FFT, SAMPLE_RATE, WINDOW_S
-from daemon.features import row_means
-from daemon.physics import measure
-from daemon.windows import windows_of
+from daemon.listen.windows import windows_of
 
 HOUR_S: Final = 3600.0
 SEED: Final = 20240601

@@ -38,9 +38,9 @@ SHIPPED_MODEL: Final = Path("models/corona-demo.tflite")
 CACHE_DIR: Final = Path(tempfile.gettempdir()) / "corona-bench"
 MONITOR: Final = [sys.executable, "-m", "daemon.cli"]
 _PATCHED_MONITOR: Final = (
-    "import sys, daemon.audio, daemon.replay; "
+    "import sys, daemon.listen.audio, daemon.replay; "
     "daemon.replay.REPLAY_BLOCK_S = float(sys.argv[1]); "
-    "daemon.audio.READ_SAMPLES = int(sys.argv[2]); "
+    "daemon.listen.audio.READ_SAMPLES = int(sys.argv[2]); "
     "from daemon.cli import main; sys.exit(main(sys.argv[3:]))"
 )
 """Runs the CLI with other block sizes, for --sweep (the module constants are read at call time)."""
@@ -249,7 +249,8 @@ def main() -> None:
         nargs="*",
         metavar="BLOCK_S:READ_SAMPLES",
         default=[],
-        help="also replay with these daemon.replay.REPLAY_BLOCK_S / daemon.audio.READ_SAMPLES",
+        help="also replay with these daemon.replay.REPLAY_BLOCK_S /"
+        " daemon.listen.audio.READ_SAMPLES",
     )
     args = parser.parse_args()
 

@@ -38,9 +38,9 @@ import numpy as np
 import soundfile as sf
 
 from bench import machine, othersim
-from daemon.alarm import Alarm
+from daemon.analyse.alarm import Alarm
+from daemon.analyse.model import Model
 from daemon.constants import SAMPLE_RATE
-from daemon.model import Model
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT / "data" / "recordings"
@@ -99,7 +99,7 @@ def real_clips(out: Path, *, seed: int, clip_s: float = 30.0, per_recording: int
     """`per_recording` 30 s clips of every holdout recording (looped when shorter), from random
     offsets at random microphone gains; half of each recording's clips get corona mixed in,
     so every background is heard both with and without it."""
-    from daemon.audio import load
+    from daemon.listen.audio import load
 
     rng = np.random.default_rng(seed)
     rows = ["file,label,source,category,corona_rel_db"]

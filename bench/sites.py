@@ -12,7 +12,7 @@ trained on), both with another simulator's corona (bench/othersim.py) mixed into
   recordings  the hard case: each recording alone is a site, learned from its first 60 %
               (looped to 1 h) and tested on its last 40 %, a part the baseline never heard
 
-The baseline is the node's own (`daemon.baseline.Baseline.learn_all`, as `corona-monitor
+The baseline is the node's own (`daemon.analyse.baseline.Baseline.learn_all`, as `corona-monitor
 baseline import` runs it). Printed per scenario: window ROC-AUC and pAUC (FPR <= 0.1) of the
 baseline, the shipped classifier and a one-class model, then accuracy, false alarms and missed
 corona of each `alarm.use` rule.
@@ -30,13 +30,13 @@ from typing import Final
 import numpy as np
 
 from bench import machine, othersim
-from daemon.audio import load
-from daemon.baseline import Baseline, novelty_vector
+from daemon.analyse.baseline import Baseline, novelty_vector
+from daemon.analyse.model import Model
+from daemon.analyse.physics import LineSetting
 from daemon.constants import SAMPLE_RATE
-from daemon.model import Model
-from daemon.physics import LineSetting
+from daemon.listen.audio import load
+from daemon.listen.windows import Window, windows_of
 from daemon.pipeline import decide
-from daemon.windows import Window, windows_of
 from train.metrics import partial_roc_auc, roc_auc
 from train.recordings import Recording, load_manifest, storm_hour
 
@@ -173,7 +173,7 @@ def score_recordings(
 
 def rule_rows(scores: Scores, classifier_threshold: float) -> list[tuple[str, float, int, int]]:
     """(rule, accuracy, false alarms, missed corona) for each alarm.use rule."""
-    from daemon.baseline import Reading
+    from daemon.analyse.baseline import Reading
 
     rows = []
     labels = np.array(scores.labels)

@@ -1,5 +1,5 @@
 """`corona-monitor baseline status|reset|import DIR`: the field technician's handle on the
-on-site baseline (`daemon.baseline`).
+on-site baseline (`daemon.analyse.baseline`).
 
 status: learning or ready, how far along, and whether the file fits the configured model.
 reset:  forget what was learned; the daemon learns again from its next window.
@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from daemon import audio, config, novelty, verdict
+from daemon import config
 from daemon import log as logsetup
-from daemon.baseline import (
+from daemon.analyse import novelty, verdict
+from daemon.analyse.baseline import (
     Baseline,
     BaselineError,
     exclusive,
@@ -29,12 +30,13 @@ from daemon.baseline import (
     learn_windows_for,
     novelty_vector,
 )
+from daemon.analyse.featurespec import FeatureSpec
+from daemon.analyse.model import Model
 from daemon.constants import SAMPLE_RATE
 from daemon.errors import AudioError, ConfigError
-from daemon.featurespec import FeatureSpec
-from daemon.model import Model
+from daemon.listen import audio
+from daemon.listen.windows import Windower
 from daemon.pipeline import load_model, runtime_spec
-from daemon.windows import Windower
 
 Say = Callable[[str], None]
 IMPORT_BLOCK_S = 10.0

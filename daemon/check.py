@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from daemon import config
-from daemon.baseline import Baseline, BaselineError, fingerprint, learn_windows_for
-from daemon.capture import list_input_devices, resolve_input_device
+from daemon.analyse.baseline import Baseline, BaselineError, fingerprint, learn_windows_for
+from daemon.analyse.model import Model
+from daemon.deliver.publish import make_client
 from daemon.errors import CoronaError
-from daemon.model import Model
+from daemon.listen.capture import list_input_devices, resolve_input_device
 from daemon.pipeline import load_model, runtime_spec
-from daemon.publish import make_client
 
 BROKER_TIMEOUT_S: Final = 5.0
 

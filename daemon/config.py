@@ -75,7 +75,7 @@ class WindowSettings:
 @dataclass(frozen=True)
 class FeatureSettings:
     """What the model decides: each key null (the default) takes the model's metadata value;
-    a value that differs from the model's is an error naming both (`daemon.featurespec`)."""
+    a value that differs from the model's is an error naming both (`daemon.analyse.featurespec`)."""
 
     n_fft: int | None = field(default=None, metadata=_range(16, 65536))
     hop_length: int | None = field(default=None, metadata=_range(1, 65536))

@@ -3,7 +3,7 @@
 blocks -> Windower -> Model.score -> verdict JSON -> alarm -> Sink. The caller owns where the
 blocks come from (a microphone or a file) and where the messages go (stdout, outbox + MQTT).
 How windows are cut and featurized comes from the model's `FeatureSpec`, resolved against the
-config (`daemon.featurespec.resolve`: a contradiction is a ConfigError naming both values).
+config (`daemon.analyse.featurespec.resolve`: a contradiction is a ConfigError naming both values).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any, Protocol
 import numpy as np
 import structlog
 
-from daemon import verdict
-from daemon.alarm import Alarm
-from daemon.baseline import (
+from daemon.analyse import verdict
+from daemon.analyse.alarm import Alarm
+from daemon.analyse.baseline import (
     OFF,
     Baseline,
     BaselineBusyError,
@@ -28,11 +28,11 @@ from daemon.baseline import (
     lock,
     novelty_vector,
 )
+from daemon.analyse.featurespec import FeatureSpec, resolve
+from daemon.analyse.model import Model
 from daemon.config import AlarmSource, Settings
 from daemon.constants import SAMPLE_RATE
-from daemon.featurespec import FeatureSpec, resolve
-from daemon.model import Model
-from daemon.windows import Window, Windower
+from daemon.listen.windows import Window, Windower
 
 log = structlog.get_logger(__name__)
 
@@ -123,7 +123,8 @@ def decide(
 
 
 BASELINE_THRESHOLD = 0.5
-"""The baseline's score is 0.5 exactly at its threshold distance (daemon.novelty.Threshold)."""
+"""The baseline's score is 0.5 exactly at its threshold distance
+(daemon.analyse.novelty.Threshold)."""
 
 
 class Pipeline:
@@ -181,7 +182,7 @@ class Pipeline:
         return [self._finish(window) for window in self._windower.push(block)]
 
     def flush(self) -> list[dict[str, Any]]:
-        """End of stream: the tail window, if the tail policy keeps it (daemon.windows)."""
+        """End of stream: the tail window, if the tail policy keeps it (daemon.listen.windows)."""
         window = self._windower.flush()
         return [] if window is None else [self._finish(window)]
 

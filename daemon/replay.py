@@ -1,7 +1,7 @@
 """`corona-monitor --replay`: files through the live pipeline, one verdict JSON per line on stdout.
 
 The same Windower -> Model -> verdict -> outbox path as live capture; only the blocks come from
-daemon.audio.stream. Window times are the window's position in the file counted from
+daemon.listen.audio.stream. Window times are the window's position in the file counted from
 1970-01-01T00:00:00Z (a file has no wall clock); `file` and `offset_s` say the same plainly.
 """
 
@@ -17,14 +17,15 @@ from typing import Any, Final, TextIO
 
 import structlog
 
-from daemon import audio, config
+from daemon import config
 from daemon import log as logsetup
-from daemon.alarm import Alarm
-from daemon.baseline import Baseline
+from daemon.analyse.alarm import Alarm
+from daemon.analyse.baseline import Baseline
+from daemon.analyse.model import Model
 from daemon.constants import SAMPLE_RATE
+from daemon.deliver.messenger import Messenger
 from daemon.errors import CoronaError
-from daemon.messenger import Messenger
-from daemon.model import Model
+from daemon.listen import audio
 from daemon.pipeline import Pipeline, Sink, load_model, open_baseline
 
 log = structlog.get_logger(__name__)

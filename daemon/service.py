@@ -21,15 +21,15 @@ import structlog
 
 from daemon import config, notify
 from daemon import log as logsetup
-from daemon.alarm import Alarm
-from daemon.capture import Capture
+from daemon.analyse.alarm import Alarm
+from daemon.analyse.model import Model
+from daemon.analyse.verdict import iso_utc
 from daemon.config import Settings
 from daemon.constants import SAMPLE_RATE
-from daemon.messenger import Messenger
-from daemon.model import Model
-from daemon.outbox import Outbox
+from daemon.deliver.messenger import Messenger
+from daemon.deliver.outbox import Outbox
+from daemon.listen.capture import Capture
 from daemon.pipeline import Pipeline, PipelineStats, Sink, load_model, open_baseline
-from daemon.verdict import iso_utc
 
 log = structlog.get_logger(__name__)
 

@@ -23,8 +23,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from daemon.config import MqttSettings, Settings
 from daemon.constants import WINDOW_S
+from daemon.deliver.publish import make_client
 from daemon.errors import ConfigError, PublishError
-from daemon.publish import make_client
 
 STALE_WINDOWS: Final = 2
 """A node whose last verdict ended more than this many windows ago is stale."""

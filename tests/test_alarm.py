@@ -1,10 +1,10 @@
-"""daemon.alarm: k-of-n hysteresis."""
+"""daemon.analyse.alarm: k-of-n hysteresis."""
 
 from __future__ import annotations
 
 import pytest
 
-from daemon.alarm import Alarm
+from daemon.analyse.alarm import Alarm
 
 
 def feed(alarm: Alarm, labels: str, usable: bool = True) -> list[str]:

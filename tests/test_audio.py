@@ -1,4 +1,5 @@
-"""Tests for daemon.audio: decoding, downmix, librosa parity, streaming, metadata, broken files."""
+"""Tests for daemon.listen.audio: decoding, downmix, librosa parity, streaming, metadata, broken
+files."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon import audio
 from daemon.constants import SAMPLE_RATE
 from daemon.errors import AudioError, CoronaError
+from daemon.listen import audio
 
 RESAMPLE_ATOL = 1e-6
 """Agreement with librosa.load(sr=44100) for resampled files, in full-scale units. Both run soxr

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from daemon import novelty
-from daemon.baseline import (
+from daemon.analyse import novelty
+from daemon.analyse.baseline import (
     OFF,
     Baseline,
     BaselineBusyError,

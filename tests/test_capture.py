@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.capture import Capture, list_input_devices, resolve_input_device
 from daemon.config import AudioSettings
 from daemon.constants import SAMPLE_RATE
 from daemon.errors import CaptureError
+from daemon.listen.capture import Capture, list_input_devices, resolve_input_device
 from tests.fixtures.microphone import MicEnv, PulseSink, activated, alsa_file_mic, write_wav
 
 CLIP_S = 2.0
@@ -149,7 +149,7 @@ class TestFileCapture:
         out = tmp_path / "captured.f32"
         script = (
             "import sys, numpy as np\n"
-            "from daemon.capture import Capture\n"
+            "from daemon.listen.capture import Capture\n"
             "from daemon.config import AudioSettings\n"
             "c = Capture(AudioSettings(device='tower_mic', block_s=0.005, ring_s=120.0))\n"
             "c.start(); parts = []; n = 0\n"

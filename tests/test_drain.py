@@ -1,4 +1,5 @@
-"""daemon.drain: live rows at once, backlog oldest first at a bounded rate, rows deleted on ack.
+"""daemon.deliver.drain: live rows at once, backlog oldest first at a bounded rate, rows deleted on
+ack.
 
 The publisher here is a fake that records calls and lets the test deliver PUBACKs; the real
 broker outage tests run the whole service against mosquitto.
@@ -15,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.drain import Drainer, mark_replayed
+from daemon.deliver.drain import Drainer, mark_replayed
+from daemon.deliver.outbox import Message, Outbox
 from daemon.errors import PublishError
-from daemon.outbox import Message, Outbox
 
 
 def verdict(seq: int) -> Message:

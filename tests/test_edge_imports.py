@@ -27,6 +27,6 @@ class TestEdgeImports:
         )
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout.strip().splitlines()[-1])
-        assert "daemon.features" in report["modules"]
-        assert "daemon.windows" in report["modules"]
+        assert "daemon.analyse.features" in report["modules"]
+        assert "daemon.listen.windows" in report["modules"]
         assert not set(FORBIDDEN) & set(report["top_level"])

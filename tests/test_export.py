@@ -1,4 +1,4 @@
-"""train.export: Keras RUN_DIR -> checked TFLite + metadata, scored through daemon.model."""
+"""train.export: Keras RUN_DIR -> checked TFLite + metadata, scored through daemon.analyse.model."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
+from daemon.analyse.features import apply_transform
+from daemon.analyse.model import Model
 from daemon.errors import CoronaError, DataError, ModelError
-from daemon.features import apply_transform
-from daemon.model import Model
 from train.export import (
     MAX_ACCURACY_DROP,
     MAX_AUC_DROP,

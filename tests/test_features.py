@@ -1,4 +1,5 @@
-"""daemon.features against librosa: parity over lengths and signals, transforms, bounded memory."""
+"""daemon.analyse.features against librosa: parity over lengths and signals, transforms, bounded
+memory."""
 
 import tracemalloc
 import warnings
@@ -10,9 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.constants import HOP_LENGTH, N_BINS, N_FFT, SAMPLE_RATE
-from daemon.errors import AudioError, ConfigError, ModelError
-from daemon.features import (
+from daemon.analyse.features import (
     LOG10_FLOOR,
     TRANSFORMS,
     apply_transform,
@@ -22,6 +21,8 @@ from daemon.features import (
     power_sum_of_frames,
     row_means,
 )
+from daemon.constants import HOP_LENGTH, N_BINS, N_FFT, SAMPLE_RATE
+from daemon.errors import AudioError, ConfigError, ModelError
 
 RTOL = 1e-5
 LENGTHS = [1, N_FFT - 1, N_FFT, N_FFT + 1, 30 * SAMPLE_RATE, round(61.3 * SAMPLE_RATE)]

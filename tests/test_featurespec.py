@@ -1,13 +1,14 @@
-"""daemon.featurespec: the model decides what it consumes; a contradicting config is an error."""
+"""daemon.analyse.featurespec: the model decides what it consumes; a contradicting config is an
+error."""
 
 from typing import Any
 
 import numpy as np
 import pytest
 
+from daemon.analyse.featurespec import FeatureSpec, PhysicsSpec, resolve
+from daemon.analyse.physics import NAMES, measure
 from daemon.errors import ConfigError, ModelError
-from daemon.featurespec import FeatureSpec, PhysicsSpec, resolve
-from daemon.physics import NAMES, measure
 
 
 def metadata(spec: FeatureSpec) -> tuple[dict[str, Any], float]:

@@ -1,4 +1,5 @@
-"""daemon.model and daemon.model_meta: the one TFLite runner, on real exported models."""
+"""daemon.analyse.model and daemon.analyse.model_meta: the one TFLite runner, on real exported
+models."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from daemon.analyse.model import MAX_BATCH_ROWS, Model, Runtime, open_interpreter, pick_runtime
 from daemon.config import FeatureSettings, Settings, WindowSettings
 from daemon.constants import N_BINS
 from daemon.errors import ConfigError, ModelError
-from daemon.model import MAX_BATCH_ROWS, Model, Runtime, open_interpreter, pick_runtime
 from daemon.pipeline import runtime_spec
 from tests.fixtures.model_runs import CLASSES, synthetic_row_means
 
@@ -43,7 +44,7 @@ def _edit_json(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
 
 @pytest.fixture(scope="module")
 def windows() -> np.ndarray:
-    """Raw row means of 40 windows of both classes, as daemon.features returns them."""
+    """Raw row means of 40 windows of both classes, as daemon.analyse.features returns them."""
     rng = np.random.default_rng(11)
     return synthetic_row_means(rng, np.arange(40) % 2)
 
@@ -60,7 +61,7 @@ class TestPickRuntime:
             f"""
             import sys
             import numpy as np
-            from daemon.model import Model
+            from daemon.analyse.model import Model
             m = Model.load({str(model_path)!r})
             m.score(np.ones((3, {N_BINS}), np.float32))
             heavy = sorted(n for n in sys.modules if n.split(".")[0] in ("tensorflow", "librosa"))

@@ -1,4 +1,5 @@
-"""daemon.novelty: streamed Gaussian statistics, OAS shrinkage, the one-sided distance and the
+"""daemon.analyse.novelty: streamed Gaussian statistics, OAS shrinkage, the one-sided distance and
+the
 gamma threshold, each checked against an independent reference (numpy batch, sklearn, scipy)."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import pytest
 from scipy import stats
 from sklearn.covariance import oas
 
-from daemon import novelty
+from daemon.analyse import novelty
 
 
 def _data(seed: int, n: int = 400, dim: int = 4) -> np.ndarray:

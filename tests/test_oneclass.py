@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from daemon.model import Model
+from daemon.analyse.model import Model
 from tests.daemon_runs import run_monitor, write_config
 from tests.fixtures.live_daemon import TOPICS, Rig, verdicts, wait_until
 from tests.test_train_cli import _assert_one_clear_line, _noise_wav, _run
@@ -143,7 +143,8 @@ class TestBadInput:
 
 
 def test_int8_scores_follow_the_keras_layers(normal_run: dict[str, Path]) -> None:
-    """fit checks that its Keras layers compute daemon.novelty's score; the int8 runner stays
+    """fit checks that its Keras layers compute daemon.analyse.novelty's score; the int8 runner
+    stays
     within quantization of them on every window of the run and agrees on the label."""
     model = Model.load(normal_run["model"])
     with np.load(normal_run["run"] / "calibration.npz") as npz:

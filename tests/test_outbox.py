@@ -1,4 +1,5 @@
-"""daemon.outbox: durable rows, seq that never repeats, bounds that drop oldest and say so."""
+"""daemon.deliver.outbox: durable rows, seq that never repeats, bounds that drop oldest and say
+so."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.config import OutboxSettings
-from daemon.outbox import Message, Outbox, OutboxError, OutboxSink
+from daemon.deliver.outbox import Message, Outbox, OutboxError, OutboxSink
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,7 +76,7 @@ class TestSeq:
 
 CHILD = """
 import json, sys
-from daemon.outbox import Message, Outbox
+from daemon.deliver.outbox import Message, Outbox
 box = Outbox(sys.argv[1])
 while True:
     row = box.add_numbered(

@@ -1,18 +1,19 @@
-"""daemon.physics: each value measures what its docstring says, streamed equals batch exactly."""
+"""daemon.analyse.physics: each value measures what its docstring says, streamed equals batch
+exactly."""
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from daemon.constants import SAMPLE_RATE
-from daemon.physics import (
+from daemon.analyse.physics import (
     ENVELOPE_BLOCK,
     Measurement,
     PhysicsAccumulator,
     check_line_setting,
     measure,
 )
-from daemon.windows import Windower
+from daemon.constants import SAMPLE_RATE
+from daemon.listen.windows import Windower
 
 SECONDS = 6.0
 N = round(SECONDS * SAMPLE_RATE)

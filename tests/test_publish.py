@@ -1,4 +1,5 @@
-"""daemon.publish against a real mosquitto: status and Last Will, acks, reconnects, TLS and auth."""
+"""daemon.deliver.publish against a real mosquitto: status and Last Will, acks, reconnects, TLS and
+auth."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from daemon import log as daemon_log
 from daemon import schemas
 from daemon.config import MqttSettings, TlsSettings
+from daemon.deliver.publish import Publisher, topics
 from daemon.errors import ConfigError
-from daemon.publish import Publisher, topics
 from tests.fixtures.broker import Broker, Subscriber, TlsFiles
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,7 +208,7 @@ class TestStatus:
             "import sys, time\n"
             "from daemon import log\n"
             "from daemon.config import MqttSettings\n"
-            "from daemon.publish import Publisher\n"
+            "from daemon.deliver.publish import Publisher\n"
             "log.configure(stream=sys.stderr)\n"
             "p = Publisher(MqttSettings(host=sys.argv[1], port=int(sys.argv[2])), sys.argv[3])\n"
             "p.start()\n"

@@ -32,10 +32,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon import audio, config
+from daemon import config
+from daemon.analyse.model import Model
 from daemon.constants import N_BINS
 from daemon.errors import AudioError, ConfigError, CoronaError, ModelError
-from daemon.model import Model
+from daemon.listen import audio
 from tests.daemon_runs import MONITOR, noisy_clip, write_config, write_wav
 
 CASES: Counter[str] = Counter()

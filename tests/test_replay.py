@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from daemon import audio, schemas
+from daemon import schemas
+from daemon.analyse.model import Model
 from daemon.config import DEFAULT_MODEL_PATH as SHIPPED_MODEL
 from daemon.constants import SAMPLE_RATE
-from daemon.model import Model
-from daemon.windows import windows_of
+from daemon.listen import audio
+from daemon.listen.windows import windows_of
 from tests.daemon_runs import (
     json_lines,
     mqtt_section,
@@ -61,7 +62,8 @@ class TestReplayStdout:
     def test_scores_equal_the_runner_on_the_same_windows(
         self, tmp_path: Path, model_path: Path
     ) -> None:
-        """Replay's scores are the daemon runner's scores of daemon.windows on daemon.audio.load."""
+        """Replay's scores are the daemon runner's scores of daemon.listen.windows on
+        daemon.listen.audio.load."""
         wav = write_wav(tmp_path / "clip.wav", noisy_clip(4.0, seed=2, amplitude=0.3))
         done = run_monitor(
             ["--config", str(write_config(tmp_path, model_path)), "--replay", str(wav)]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.ring import Ring
+from daemon.listen.ring import Ring
 
 
 def ramp(start: int, n: int) -> np.ndarray:

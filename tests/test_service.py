@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from daemon import schemas
+from daemon.analyse.model import Model
 from daemon.constants import SAMPLE_RATE
-from daemon.model import Model
-from daemon.windows import windows_of
+from daemon.listen.windows import windows_of
 from tests.daemon_runs import noisy_clip, write_wav
 from tests.fixtures.broker import Received, Subscriber
 from tests.fixtures.live_daemon import (
@@ -37,7 +37,7 @@ from tests.fixtures.microphone import INT16_FULL_SCALE, PulseSink, to_int16
 class TestLiveEndToEnd:
     def test_file_microphone_to_schema_valid_verdicts(self, rig: Rig) -> None:
         """Known audio in gives valid verdicts whose scores and physics equal the batch result on
-        the same windows: live == replay == evaluate, since all three use daemon.windows and
+        the same windows: live == replay == evaluate, since all three use daemon.listen.windows and
         Model.score."""
         clip = noisy_clip(2.0, seed=7, amplitude=0.3)
         rig.mic.write(clip)

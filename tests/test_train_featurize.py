@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from daemon import audio, windows
 from daemon.constants import SAMPLE_RATE
 from daemon.errors import AudioError
+from daemon.listen import audio, windows
 from train import data, featurize
 
 WINDOW_S = 1.0
@@ -38,7 +38,8 @@ SETTINGS = featurize.WindowSettings(window_s=WINDOW_S, hop_s=WINDOW_S)
 
 class TestFeaturize:
     def test_windows_are_the_daemons(self, dataset: data.DataSet, tmp_path: Path) -> None:
-        """Each file's features equal daemon.windows.windows_of on daemon.audio.load's samples."""
+        """Each file's features equal daemon.listen.windows.windows_of on
+        daemon.listen.audio.load's samples."""
         result = featurize.featurize(dataset.files, settings=SETTINGS, cache_dir=None, workers=2)
         assert [f.file for f in result.files] == list(dataset.files)
         for item in result.files:

@@ -1,4 +1,5 @@
-"""daemon.verdict directly: every sensor state from real windows (or, for the flat-line rule,
+"""daemon.analyse.verdict directly: every sensor state from real windows (or, for the flat-line
+rule,
 a window whose row means are set by hand), and the payload verdict.build really produces
 validated against the published JSON Schema."""
 
@@ -10,10 +11,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from daemon import schemas, verdict
-from daemon.baseline import Reading
+from daemon import schemas
+from daemon.analyse import verdict
+from daemon.analyse.baseline import Reading
 from daemon.constants import SAMPLE_RATE
-from daemon.windows import Window, windows_of
+from daemon.listen.windows import Window, windows_of
 
 
 def _window(samples: np.ndarray) -> Window:

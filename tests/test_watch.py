@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from daemon.config import MqttSettings, Settings
+from daemon.deliver.publish import Publisher
 from daemon.errors import PublishError
-from daemon.publish import Publisher
 from daemon.watch import NodeView, WatchState, apply_message, render_table, run_watch
 from tests.fixtures.broker import Broker
 
@@ -76,8 +76,8 @@ class TestRenderTable:
         """A node's row shows status, label, score, age, alarm, capture and outbox depth."""
         view = NodeView(
             node="t1", status="online", label="anomalous", score=0.9312, mod_db=18.26, line_hz=50,
-            seq=4,
-            verdict_end=NOW - timedelta(seconds=12), alarm="alarm", capture="running", outbox_depth=3,
+            seq=4, verdict_end=NOW - timedelta(seconds=12), alarm="alarm", capture="running",
+            outbox_depth=3,
         )  # fmt: skip
         table = render_table([view], NOW, prefix="corona/v1")
         assert table.splitlines()[0].startswith("corona-monitor watch  corona/v1  2026-11-25T12")

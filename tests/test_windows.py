@@ -1,4 +1,5 @@
-"""daemon.windows: streamed windows equal batch features for any block size; level, clips, tails."""
+"""daemon.listen.windows: streamed windows equal batch features for any block size; level, clips,
+tails."""
 
 import tracemalloc
 
@@ -6,11 +7,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-import daemon.windows
+import daemon.listen.windows
+from daemon.analyse.features import row_means
 from daemon.constants import HOP_LENGTH, N_BINS, N_FFT, SAMPLE_RATE
 from daemon.errors import AudioError, ConfigError
-from daemon.features import row_means
-from daemon.windows import (
+from daemon.listen.windows import (
     CLIP_LEVEL,
     LEVEL_FLOOR_DBFS,
     MIN_FRAMES_PER_BATCH,
@@ -60,7 +61,7 @@ def assert_matches_batch(windows: list[Window], samples: npt.NDArray[np.float32]
 def frames_per_batch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Run with the shipped batching and with frames computed one by one as they arrive."""
     value: int = request.param
-    monkeypatch.setattr(daemon.windows, "MIN_FRAMES_PER_BATCH", value)
+    monkeypatch.setattr(daemon.listen.windows, "MIN_FRAMES_PER_BATCH", value)
     return value
 
 
@@ -139,13 +140,13 @@ class TestIncremental:
     def test_completion_computes_only_a_few_frames(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The push that completes a 30 s window computes at most a batch of frames, not 2585."""
         frames_per_push: list[int] = []
-        real = daemon.windows.frame_power_sum  # type: ignore[attr-defined]  # re-exported for this patch
+        real = daemon.listen.windows.frame_power_sum  # type: ignore[attr-defined]  # re-exported for this patch
 
         def counting(*args: object, **kwargs: int) -> npt.NDArray[np.float64]:
             frames_per_push[-1] += kwargs["stop_frame"] - kwargs["first_frame"]
             return real(*args, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(daemon.windows, "frame_power_sum", counting)
+        monkeypatch.setattr(daemon.listen.windows, "frame_power_sum", counting)
         windower = Windower()
         block = make_stream(SAMPLE_RATE // 10)  # 0.1 s blocks, as from a sound card
         completed_at = []

@@ -21,9 +21,9 @@ from typing import Any, Final
 import click
 
 from daemon import log as daemon_log
+from daemon.analyse.physics import check_line_setting
 from daemon.constants import WINDOW_S
 from daemon.errors import CoronaError, DataError
-from daemon.physics import check_line_setting
 from train import data, evaluation
 from train import inspection as inspecting
 from train.featurize import DEFAULT_CACHE_DIR, Progress
@@ -304,7 +304,7 @@ def _fit_normal_only(ctx: click.Context, *, quantile: float | None, **options: A
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             flag = {"cv_folds": "cv"}.get(name, name)
             raise click.UsageError(f"--{flag} does not apply to --normal-only")
-    from daemon.novelty import DEFAULT_QUANTILE
+    from daemon.analyse.novelty import DEFAULT_QUANTILE
     from train import oneclass
 
     report = oneclass.fit_normal_only(
@@ -495,7 +495,7 @@ def synth(
 
 def _backgrounds(folder: Path, split: str) -> tuple[Any, ...]:
     """The recordings of one split, loaded once (they are reused across clips)."""
-    from daemon.audio import load
+    from daemon.listen.audio import load
     from train.recordings import load_manifest
     from train.synth.field import Background
 

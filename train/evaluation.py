@@ -1,7 +1,9 @@
 """`corona-train evaluate`: a TFLite model's metrics on labelled data via the daemon's own runner.
 
-Windows come from the same featurize path as fit (daemon.audio + daemon.windows, with the model's
-window length), scores from daemon.model.Model, metrics from train.metrics: per window and per
+Windows come from the same featurize path as fit (daemon.listen.audio + daemon.listen.windows, with
+the model's
+window length), scores from daemon.analyse.model.Model, metrics from train.metrics: per window and
+per
 file (file score = mean of its window scores).
 """
 
@@ -14,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from daemon.analyse.model import Model
 from daemon.errors import DataError
-from daemon.model import Model
 from train import data, featurize
 from train.scoring import evaluate
 

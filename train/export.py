@@ -1,6 +1,6 @@
 """Export a fit RUN_DIR (model.keras, run.json, calibration.npz) to NAME.tflite + NAME.json.
 
-Before anything is written, the converted model is scored through daemon.model (the daemon's
+Before anything is written, the converted model is scored through daemon.analyse.model (the daemon's
 own runner) on every window the run has (training and test) and compared with the Keras
 model: it is refused only on a real loss (`check_parity`): window ROC-AUC more than
 `MAX_AUC_DROP` lower, or accuracy lower by more than `MAX_ACCURACY_DROP` and at least
@@ -23,10 +23,10 @@ from typing import Any, Final
 import numpy as np
 import structlog
 
+from daemon.analyse.featurespec import FeatureSpec
+from daemon.analyse.model import Model
+from daemon.analyse.model_meta import ANOMALOUS, FORMAT, QUANTIZATIONS
 from daemon.errors import DataError, ModelError
-from daemon.featurespec import FeatureSpec
-from daemon.model import Model
-from daemon.model_meta import ANOMALOUS, FORMAT, QUANTIZATIONS
 from train import metrics
 
 log = structlog.get_logger(__name__)
@@ -73,7 +73,7 @@ class ExportReport:
     """Largest |P_keras - P_tflite| over the compared windows."""
     mean_abs_score_diff: float
     runtime: str
-    """The TFLite runtime daemon.model used for the check."""
+    """The TFLite runtime daemon.analyse.model used for the check."""
     metadata: dict[str, Any]
 
     def summary(self) -> str:
@@ -420,7 +420,8 @@ def convert(keras_model: Any, quantize: str, representative: np.ndarray) -> byte
 
 
 def _keras_scores(keras_model: Any, run: _Run, transformed: np.ndarray) -> np.ndarray:
-    """P(anomalous) from the Keras model, read the same way daemon.model reads the TFLite output."""
+    """P(anomalous) from the Keras model, read the same way daemon.analyse.model reads the TFLite
+    output."""
     out = np.asarray(keras_model.predict(transformed, batch_size=_KERAS_BATCH, verbose=0))
     column = run.doc["classes"].index(ANOMALOUS) if run.doc["output"] == "softmax" else 0
     return out.reshape(len(transformed), -1)[:, column].astype(np.float64)

@@ -1,4 +1,5 @@
-"""Window features of every file: daemon.audio.load + daemon.windows.windows_of on a process pool.
+"""Window features of every file: daemon.listen.audio.load + daemon.listen.windows.windows_of on a
+process pool.
 
 Results are cached on disk, keyed by the file's content hash (sha256 of its bytes), the feature
 and window settings, and the source of the daemon modules that compute them, so a second run on
@@ -23,10 +24,11 @@ from typing import Final, TextIO
 import numpy as np
 import structlog
 
-from daemon import audio, features, physics, windows
+from daemon.analyse import features, physics
+from daemon.analyse.featurespec import FeatureSpec
 from daemon.constants import HOP_LENGTH, N_BINS, N_FFT, SAMPLE_RATE, WINDOW_S
 from daemon.errors import AudioError
-from daemon.featurespec import FeatureSpec
+from daemon.listen import audio, windows
 from train.data import LabelledFile
 
 log = structlog.get_logger(__name__)

@@ -19,9 +19,9 @@ import numpy as np
 import structlog
 import tensorflow as tf
 
+from daemon.analyse.featurespec import FeatureSpec
+from daemon.analyse.physics import LineSetting
 from daemon.errors import DataError
-from daemon.featurespec import FeatureSpec
-from daemon.physics import LineSetting
 from train import data, featurize, metrics, splits
 from train import plots as plotting
 from train.presets import Preset, augment_eq, build_model

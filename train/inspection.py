@@ -1,6 +1,6 @@
 """`corona-train inspect`: the notebook's per-file metadata table of a data set, problems flagged.
 
-One row per file (daemon.audio.metadata, read as stored) plus summary lines: files per label,
+One row per file (daemon.listen.audio.metadata, read as stored) plus summary lines: files per label,
 total hours, sample rates seen, problems. Rendering is an aligned text table or CSV.
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from daemon import audio
 from daemon.constants import SAMPLE_RATE, WINDOW_S
 from daemon.errors import AudioError
+from daemon.listen import audio
 from train.data import CLASSES, DataSet
 
 COLUMNS: Final = (

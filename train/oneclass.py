@@ -1,7 +1,7 @@
 """`corona-train fit DIR --normal-only`: a one-class model from recordings of healthy towers.
 
 A utility has years of normal audio and almost no failures. This fit learns normal only: the
-one-sided Gaussian of `daemon.novelty` (the same code the node's baseline runs) over the
+one-sided Gaussian of `daemon.analyse.novelty` (the same code the node's baseline runs) over the
 novelty vector (`novelty.NAMES` of the physics block), fitted in closed form, and written as a
 Keras model of fixed layers so that `corona-train export` converts and checks it like any other:
 
@@ -29,10 +29,10 @@ from typing import Any, Final
 import keras
 import numpy as np
 
-from daemon import novelty
+from daemon.analyse import novelty
+from daemon.analyse.featurespec import FeatureSpec, PhysicsSpec
+from daemon.analyse.physics import LineSetting
 from daemon.errors import DataError
-from daemon.featurespec import FeatureSpec, PhysicsSpec
-from daemon.physics import LineSetting
 from train import data, featurize, splits
 from train.fit import FitReport, Say, _quiet, setup_tensorflow
 from train.scoring import evaluate, json_safe
@@ -206,7 +206,7 @@ def fit_normal_only(
     scores = np.asarray(model.predict(inputs, verbose=0, batch_size=256), np.float64)[:, 0]
     reference = fitted.threshold.score(fitted.model.distance(physics_part(spec, inputs)))
     if not np.allclose(scores, reference, atol=1e-4):
-        raise DataError("one-class: the Keras layers disagree with daemon.novelty (a bug)")
+        raise DataError("one-class: the Keras layers disagree with daemon.analyse.novelty (a bug)")
     test_mask = ~train_mask
     test = evaluate(labels[test_mask], scores[test_mask], window_files[test_mask], 0.5)
     _write_run_dir(

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import auc, roc_curve
 
-from daemon import audio
+from daemon.listen import audio
 from train.featurize import WindowSettings
 
 EXAMPLE_S: Final = 10.0

@@ -19,10 +19,10 @@ from typing import Final, Literal
 import keras
 import numpy as np
 
+from daemon.analyse.featurespec import FeatureSpec, PhysicsSpec
+from daemon.analyse.physics import NAMES, LineSetting
 from daemon.constants import N_BINS, SAMPLE_RATE
 from daemon.errors import DataError
-from daemon.featurespec import FeatureSpec, PhysicsSpec
-from daemon.physics import NAMES, LineSetting
 
 POWER_MEAN: Final = "power_mean"
 LOG10_POWER_MEAN: Final = "log10_power_mean"
@@ -62,7 +62,8 @@ class Preset:
     physics: bool = False
     """Whether the model consumes the physics block (FeatureSpec.physics)."""
     physics_names: tuple[str, ...] = NAMES
-    """Which physics values it consumes (a subset of daemon.physics.NAMES, in that order)."""
+    """Which physics values it consumes (a subset of daemon.analyse.physics.NAMES, in that
+    order)."""
     spectrum: Literal["bins", "bands", "none"] = "bins"
     """How the row means enter: all 513 bins, `bands` log-spaced band levels, or not at all."""
     bands: int = 8

@@ -17,9 +17,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from daemon.audio import load
 from daemon.constants import SAMPLE_RATE
 from daemon.errors import DataError
+from daemon.listen.audio import load
 
 __all__ = [
     "CATEGORIES",

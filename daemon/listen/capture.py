@@ -20,7 +20,7 @@ import structlog
 
 from daemon.config import AudioSettings
 from daemon.errors import CaptureError
-from daemon.ring import Ring
+from daemon.listen.ring import Ring
 
 log = structlog.get_logger(__name__)
 
@@ -29,7 +29,7 @@ STREAM_DTYPE: Final = "int16"
 conversion; and the ALSA file test device delivers exact samples only this way (through a
 float32 ``plug`` conversion it skips frames). Converted to float32 in the callback."""
 INT16_FULL_SCALE: Final = 32768.0
-"""int16 / INT16_FULL_SCALE gives float32 in [-1, 1), the same scaling as daemon.audio."""
+"""int16 / INT16_FULL_SCALE gives float32 in [-1, 1), the same scaling as daemon.listen.audio."""
 
 RETRY_INITIAL_S: Final = 0.5
 """First wait before reopening a failed device; doubles on each failure ..."""

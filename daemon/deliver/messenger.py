@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from daemon.config import Settings
-from daemon.drain import Drainer
-from daemon.outbox import Message, Outbox, OutboxSink
+from daemon.deliver.drain import Drainer
+from daemon.deliver.outbox import Message, Outbox, OutboxSink
 from daemon.pipeline import Sink
 
 if TYPE_CHECKING:
     # paho (with ssl, email, urllib) costs about 60 ms of CPU to import: only when MQTT is on.
-    from daemon.publish import Publisher
+    from daemon.deliver.publish import Publisher
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +59,7 @@ class Messenger:
         self.drainer: Drainer | None = None
         self.sink: Sink
         if settings.mqtt.enabled:
-            from daemon.publish import Publisher
+            from daemon.deliver.publish import Publisher
 
             self.publisher = Publisher(settings.mqtt, settings.node_id)
             self.drainer = Drainer(self.outbox)

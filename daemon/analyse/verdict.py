@@ -13,10 +13,10 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from daemon.baseline import OFF, Reading
+from daemon.analyse.baseline import OFF, Reading
+from daemon.analyse.physics import LineSetting
 from daemon.constants import SAMPLE_RATE
-from daemon.physics import LineSetting
-from daemon.windows import Window
+from daemon.listen.windows import Window
 
 SCHEMA_VERSION: Final = 1
 

@@ -1,7 +1,8 @@
 """Model metadata (NAME.json beside NAME.tflite): read it and check every field.
 
 The ``features`` block and ``window_s`` become the model's `FeatureSpec`, which decides how the
-daemon cuts and featurizes audio for it (`daemon.featurespec.resolve` checks the config against
+daemon cuts and featurizes audio for it (`daemon.analyse.featurespec.resolve` checks the config
+against
 it). Every refusal is a ModelError whose message names the file and the field, e.g.
 `model corona-demo.json: features.physics.version is 7, this daemon computes version 1`.
 """
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from daemon.analyse.featurespec import FeatureSpec, is_number
 from daemon.errors import ModelError
-from daemon.featurespec import FeatureSpec, is_number
 
 FORMAT: Final = "corona-monitor-model/1"
 """The only metadata format this runner understands."""
@@ -27,7 +28,7 @@ OUTPUTS: Final = ("softmax", "sigmoid")
 KINDS: Final = ("classifier", "one-class")
 """classifier: trained on normal and anomalous windows, the score is P(anomalous); one-class:
 trained on normal windows only, the score is the distance from them mapped to [0, 1]
-(`daemon.novelty`), 0.5 at the threshold. Metadata without `kind` is a classifier."""
+(`daemon.analyse.novelty`), 0.5 at the threshold. Metadata without `kind` is a classifier."""
 QUANTIZATIONS: Final = ("int8", "float16", "none")
 
 REQUIRED_FIELDS: Final = (
@@ -65,7 +66,7 @@ class ModelMetadata:
 
     @property
     def transform(self) -> str:
-        """The named transform of the row means (`daemon.features.TRANSFORMS`)."""
+        """The named transform of the row means (`daemon.analyse.features.TRANSFORMS`)."""
         return self.spec.transform
 
     @property

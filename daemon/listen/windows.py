@@ -2,9 +2,9 @@
 
 One segmentation for live capture, replay and training: window k covers stream samples
 [k * hop, k * hop + length). Its features are computed incrementally as blocks arrive and
-equal `daemon.features.row_means` on the window's samples alone (own centered frame grid,
+equal `daemon.analyse.features.row_means` on the window's samples alone (own centered frame grid,
 zero padding at both window edges); its physics `Measurement` equals
-`daemon.physics.measure` on the same samples. `push` copies what it keeps, so callers may
+`daemon.analyse.physics.measure` on the same samples. `push` copies what it keeps, so callers may
 reuse blocks.
 
 Tail policy (`Windower.flush`, end of stream): the tail window is the earliest window that has
@@ -22,15 +22,15 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from daemon.constants import HOP_LENGTH, N_FFT, SAMPLE_RATE, WINDOW_S
-from daemon.errors import AudioError, ConfigError
-from daemon.features import (
+from daemon.analyse.features import (
     check_stft_parameters,
     frame_count,
     frame_power_sum,
     means_from_power_sum,
 )
-from daemon.physics import Measurement, PhysicsAccumulator
+from daemon.analyse.physics import Measurement, PhysicsAccumulator
+from daemon.constants import HOP_LENGTH, N_FFT, SAMPLE_RATE, WINDOW_S
+from daemon.errors import AudioError, ConfigError
 
 CLIP_LEVEL: Final = 0.999
 """|sample| at or above which a sample counts as clipped (-0.009 dBFS). Below 32767/32768,
@@ -71,7 +71,8 @@ class Window:
     clipped: float
     """Fraction of samples with |x| >= `CLIP_LEVEL`, 0.0 to 1.0."""
     physics: Measurement
-    """Line-locked modulation, hum and crackle (`daemon.physics`), at both line frequencies."""
+    """Line-locked modulation, hum and crackle (`daemon.analyse.physics`), at both line
+    frequencies."""
 
     @property
     def end_sample(self) -> int:
@@ -161,7 +162,7 @@ class Windower:
         Seconds between window starts; None means ``length_s`` (back-to-back windows).
         Smaller gives overlapping windows, each with its own frame grid; larger skips audio.
     n_fft, hop_length : int
-        STFT frame length and hop in samples, as for `daemon.features.row_means`.
+        STFT frame length and hop in samples, as for `daemon.analyse.features.row_means`.
     """
 
     def __init__(

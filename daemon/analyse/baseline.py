@@ -2,9 +2,10 @@
 
 For `baseline.learn_h` hours of usable windows (sensor `ok`, and not labelled anomalous by the
 shipped classifier, so a tower that already has corona does not learn it as normal) the node
-adds each window's novelty vector (`daemon.novelty.NAMES`) to streamed Gaussian statistics in
+adds each window's novelty vector (`daemon.analyse.novelty.NAMES`) to streamed Gaussian statistics
+in
 the state directory. Then the baseline is *ready*: it fits the one-sided Gaussian of
-`daemon.novelty`, and every later verdict carries its distance and score beside the
+`daemon.analyse.novelty`, and every later verdict carries its distance and score beside the
 classifier's.
 
 The threshold needs distances of normal windows the statistics were not computed from, without
@@ -40,10 +41,10 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from daemon import novelty
-from daemon import physics as phys
+from daemon.analyse import novelty
+from daemon.analyse import physics as phys
+from daemon.analyse.featurespec import FeatureSpec
 from daemon.errors import CoronaError
-from daemon.featurespec import FeatureSpec
 
 log = structlog.get_logger(__name__)
 

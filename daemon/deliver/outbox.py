@@ -449,7 +449,7 @@ class OutboxSink:
 
     Kinds in ``numbered`` (verdicts) get the next seq in the same transaction; the others
     (alarm changes) are built with ``seq=None``. Kinds in ``retained`` are published retained.
-    A drainer (daemon.drain) hands the rows to MQTT afterwards.
+    A drainer (daemon.deliver.drain) hands the rows to MQTT afterwards.
     """
 
     def __init__(

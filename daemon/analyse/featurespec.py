@@ -4,9 +4,11 @@ Export writes it into the model metadata (``features`` and ``window_s``); the da
 Windower, `corona-train` featurize/evaluate and the feature cache read it from there. The
 config cannot contradict it: `resolve` turns a disagreement into an error naming both values.
 
-The raw feature vector of one window (what `daemon.model.Model.score` takes) is its 513 power
+The raw feature vector of one window (what `daemon.analyse.model.Model.score` takes) is its 513
+power
 row means followed, when the spec has a physics block, by the physics values in
-``physics.names`` order (`daemon.physics.NAMES`) at the resolved line frequency. `model_input`
+``physics.names`` order (`daemon.analyse.physics.NAMES`) at the resolved line frequency.
+`model_input`
 turns raw vectors into the model's input: the named transform on the row means, and the
 physics values in bels (dB / 10) so that one int8 input scale fits both parts.
 """
@@ -22,10 +24,10 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from daemon import physics as phys
+from daemon.analyse import physics as phys
+from daemon.analyse.features import TRANSFORMS, apply_transform
 from daemon.constants import HOP_LENGTH, N_FFT, SAMPLE_RATE, WINDOW_S
 from daemon.errors import ConfigError, ModelError
-from daemon.features import TRANSFORMS, apply_transform
 
 PHYSICS_INPUT_SCALE: Final[Mapping[str, float]] = {
     "mod_db": 0.1,

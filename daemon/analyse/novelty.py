@@ -2,7 +2,8 @@
 
 One implementation for both places that learn "normal" without examples of failure: the
 normal-only models `corona-train fit --normal-only` exports (fitted here in closed form, then
-written as fixed TFLite layers) and the on-site baseline each node learns (`daemon.baseline`).
+written as fixed TFLite layers) and the on-site baseline each node learns
+(`daemon.analyse.baseline`).
 
 The distance, for a novelty vector x (`NAMES` of the physics block):
 

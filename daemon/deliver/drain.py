@@ -16,8 +16,8 @@ from typing import Final, Protocol
 
 import structlog
 
+from daemon.deliver.outbox import Outbox, Row
 from daemon.errors import CoronaError
-from daemon.outbox import Outbox, Row
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +36,7 @@ ACK_TIMEOUT_S: Final = 60.0
 
 
 class PublishFn(Protocol):
-    """The shape of ``daemon.publish.Publisher.publish``; ``on_ack`` fires on the PUBACK.
+    """The shape of ``daemon.deliver.publish.Publisher.publish``; ``on_ack`` fires on the PUBACK.
 
     Returns None when the message was not handed over (not connected), anything else when it was.
     """

@@ -1,0 +1,1 @@
+"""Deliver: the outbox (SQLite), the drainer and the MQTT publisher."""

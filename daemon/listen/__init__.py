@@ -1,0 +1,1 @@
+"""Listen: microphone capture, the ring buffer, audio files and 30 s windows."""
