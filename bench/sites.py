@@ -91,11 +91,11 @@ def _add(out: Scores, name: str, window: Window, label: int, *, baseline: Baseli
     out.labels.append(label)
     out.baseline.append(float(reading.score or 0.0))
     out.classifier.append(
-        float(classifier.score(classifier.spec.vector(window.features, window.physics)))
+        classifier.score_one(classifier.spec.vector(window.features, window.physics))
     )
     if one_class is not None:
         vector = one_class.spec.vector(window.features, window.physics)
-        out.one_class.append(float(one_class.score(vector)))
+        out.one_class.append(one_class.score_one(vector))
     out.sites.append(name)
 
 

@@ -217,7 +217,7 @@ def _learnable(
         if verdict.sensor_state(window) != "ok":
             counts.not_ok += 1
             continue
-        score = float(context.model.score(spec.vector(window.features, window.physics)))
+        score = context.model.score_one(spec.vector(window.features, window.physics))
         if score >= threshold and not all_windows:
             counts.anomalous += 1
             continue

@@ -187,7 +187,7 @@ class Pipeline:
         return [] if window is None else [self._finish(window)]
 
     def _finish(self, window: Window) -> dict[str, Any]:
-        score = float(self._model.score(self.spec.vector(window.features, window.physics)))
+        score = self._model.score_one(self.spec.vector(window.features, window.physics))
         sensor = verdict.sensor_state(window)
         classifier = score >= self._threshold
         reading = OFF

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from daemon.analyse.model import Model
 from daemon.errors import DataError
 from train import data, featurize
@@ -83,7 +81,7 @@ def evaluate_tflite(
             f"{dataset.root}: no readable audio file ({len(feats.stats.failures)} skipped)"
         )
     _, labels, window_files = feats.stacked()
-    scores = np.atleast_1d(np.asarray(model.score(feats.vectors(model.spec)), np.float32))
+    scores = model.score_batch(feats.vectors(model.spec))
     warning = trained_here(model.metadata, data_dir)
     return Evaluation(
         model_name=model.name,

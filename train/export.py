@@ -25,7 +25,7 @@ import structlog
 
 from daemon.analyse.featurespec import FeatureSpec
 from daemon.analyse.model import Model
-from daemon.analyse.model_meta import ANOMALOUS, FORMAT, QUANTIZATIONS
+from daemon.analyse.model_meta import ANOMALOUS, FORMAT, QUANTIZATIONS, score_column
 from daemon.errors import DataError, ModelError
 from train import metrics
 
@@ -156,8 +156,8 @@ def export_tflite(
         candidate.write_bytes(content)
         candidate.with_suffix(".json").write_text(json.dumps(metadata), encoding="utf-8")
         runner = Model.load(candidate)
-        tflite_all = np.asarray(runner.score(run.all_features), dtype=np.float64)
-        tflite_scores = np.asarray(runner.score(run.heldout_features), dtype=np.float64)
+        tflite_all = runner.score_batch(run.all_features).astype(np.float64)
+        tflite_scores = runner.score_batch(run.heldout_features).astype(np.float64)
 
     keras_metrics = metrics.compute(run.all_labels, keras_all, run.threshold)
     all_metrics = metrics.compute(run.all_labels, tflite_all, run.threshold)
@@ -423,7 +423,7 @@ def _keras_scores(keras_model: Any, run: _Run, transformed: np.ndarray) -> np.nd
     """P(anomalous) from the Keras model, read the same way daemon.analyse.model reads the TFLite
     output."""
     out = np.asarray(keras_model.predict(transformed, batch_size=_KERAS_BATCH, verbose=0))
-    column = run.doc["classes"].index(ANOMALOUS) if run.doc["output"] == "softmax" else 0
+    column = score_column(run.doc["classes"], run.doc["output"])
     return out.reshape(len(transformed), -1)[:, column].astype(np.float64)
 
 

@@ -20,6 +20,7 @@ import structlog
 import tensorflow as tf
 
 from daemon.analyse.featurespec import FeatureSpec
+from daemon.analyse.model_meta import score_column
 from daemon.analyse.physics import LineSetting
 from daemon.errors import DataError
 from train import data, featurize, metrics, splits
@@ -69,7 +70,8 @@ def scores_of(model: keras.Model, preset_output: str, inputs: np.ndarray) -> np.
     if len(inputs) == 0:
         return np.zeros(0, np.float32)
     out = np.asarray(model.predict(inputs, verbose=0, batch_size=256), np.float64)
-    return (out[:, 1] if preset_output == "softmax" else out[:, 0]).astype(np.float32)
+    column = score_column(data.CLASSES, preset_output)
+    return out.reshape(len(inputs), -1)[:, column].astype(np.float32)
 
 
 class EpochProgress(keras.callbacks.Callback):  # type: ignore[misc]

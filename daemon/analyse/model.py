@@ -216,30 +216,42 @@ class Model:
         return model
 
     def score(self, features: npt.ArrayLike) -> float | np.ndarray:
-        """P(anomalous) for raw feature vectors: (width,) -> float, (N, width) -> float32 (N,).
+        """The design's API: (width,) -> float (`score_one`), (N, width) -> float32 (N,)
+        (`score_batch`). Code of this project calls the one it means."""
+        x = np.asarray(features, dtype=np.float32)
+        return self.score_one(x) if x.ndim == 1 else self.score_batch(x)
+
+    def score_one(self, vector: npt.ArrayLike) -> float:
+        """The score of one raw feature vector (width,): P(anomalous) for a classifier, the
+        mapped distance for a one-class model (`kind`).
 
         A raw vector is `FeatureSpec.vector` of a window: 513 row means, then the physics
         values when the model has a physics block. The model's own transform is applied here.
         """
-        x = np.asarray(features, dtype=np.float32)
-        single = x.ndim == 1
+        x = np.asarray(vector, dtype=np.float32)
+        if x.ndim != 1:
+            raise ModelError(f"model {self.path.name}: score_one takes one vector, got {x.shape}")
+        return float(self.score_batch(x.reshape(1, -1))[0])
+
+    def score_batch(self, vectors: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Scores of raw feature vectors (N, width), float32 (N,); N = 0 gives an empty array."""
+        batch = np.asarray(vectors, dtype=np.float32)
         width = self.spec.width
-        if x.ndim not in (1, 2) or x.shape[-1] != width:
+        if batch.ndim != 2 or batch.shape[-1] != width:
             raise ModelError(
-                f"model {self.path.name}: features have shape {x.shape}, expected ({width},)"
-                f" or (N, {width})"
+                f"model {self.path.name}: features have shape {batch.shape}, expected"
+                f" ({width},) or (N, {width})"
             )
-        batch = x.reshape(1, width) if single else x
         if batch.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
         transformed = self.spec.model_input(batch)
-        scores = np.concatenate(
+        scores: npt.NDArray[np.float32] = np.concatenate(
             [
                 self._run(transformed[start : start + MAX_BATCH_ROWS])
                 for start in range(0, transformed.shape[0], MAX_BATCH_ROWS)
             ]
         )
-        return float(scores[0]) if single else scores
+        return scores
 
     # --- internals --------------------------------------------------------------------------
     def _check_signature(self) -> None:
@@ -283,7 +295,7 @@ class Model:
         self._interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
         self._interpreter.invoke()
         out = _dequantize(self._interpreter.get_tensor(self._output["index"]), self._output)
-        column = self.meta.anomalous_index if self.meta.output == "softmax" else 0
+        column = self.meta.anomalous_index
         scores: np.ndarray = np.clip(out[:, column], 0.0, 1.0).astype(np.float32)
         return scores
 

@@ -10,7 +10,7 @@ it). Every refusal is a ModelError whose message names the file and the field, e
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -76,8 +76,14 @@ class ModelMetadata:
 
     @property
     def anomalous_index(self) -> int:
-        """Column of P(anomalous) in a softmax output."""
-        return self.classes.index(ANOMALOUS)
+        """Column of the score in the model's output (`score_column`)."""
+        return score_column(self.classes, self.output)
+
+
+def score_column(classes: Sequence[str], output: str) -> int:
+    """Which output column is the score: P(anomalous)'s in a softmax over `classes`, the only
+    one of a sigmoid. The one rule fit, export and the runner all read the output by."""
+    return list(classes).index(ANOMALOUS) if output == "softmax" else 0
 
 
 def read(json_path: Path) -> dict[str, Any]:
