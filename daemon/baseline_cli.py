@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from daemon import config
-from daemon import log as logsetup
 from daemon.analyse import novelty, verdict
 from daemon.analyse.baseline import (
     Baseline,
@@ -36,7 +35,7 @@ from daemon.constants import SAMPLE_RATE
 from daemon.errors import AudioError, ConfigError
 from daemon.listen import audio
 from daemon.listen.windows import Windower
-from daemon.pipeline import load_model, runtime_spec
+from daemon.pipeline import runtime_spec, start_up
 
 Say = Callable[[str], None]
 IMPORT_BLOCK_S = 10.0
@@ -53,11 +52,9 @@ class _Context:
 
 
 def _context(config_path: Path | None) -> _Context:
-    settings = config.load(config_path)
-    logsetup.configure(level="warning", fmt=settings.logging.format, node_id=settings.node_id)
+    settings, model = start_up(config_path, log_level="warning")
     if not settings.baseline.enabled:
         raise ConfigError("baseline.enabled is false in the config: there is no baseline to use")
-    model = load_model(settings)
     spec = runtime_spec(settings, model)
     line = spec.line_setting if spec.physics else settings.features.line_hz
     hop_s = settings.window.hop_s if settings.window.hop_s is not None else spec.window_s

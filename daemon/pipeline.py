@@ -1,6 +1,6 @@
 """The one path from audio blocks to delivered verdicts, shared by live capture and replay.
 
-blocks -> Windower -> Model.score -> verdict JSON -> alarm -> Sink. The caller owns where the
+blocks -> Windower -> Model.score_one -> Verdict -> alarm -> Sink. The caller owns where the
 blocks come from (a microphone or a file) and where the messages go (stdout, outbox + MQTT).
 How windows are cut and featurized comes from the model's `FeatureSpec`, resolved against the
 config (`daemon.analyse.featurespec.resolve`: a contradiction is a ConfigError naming both values).
@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
 
+from daemon import config
+from daemon import log as logsetup
 from daemon.analyse import verdict
 from daemon.analyse.alarm import Alarm
 from daemon.analyse.baseline import (
@@ -30,19 +33,13 @@ from daemon.analyse.baseline import (
 )
 from daemon.analyse.featurespec import FeatureSpec, resolve
 from daemon.analyse.model import Model
+from daemon.analyse.verdict import Verdict
 from daemon.config import AlarmSource, Settings
 from daemon.constants import SAMPLE_RATE
+from daemon.deliver.sinks import Sink
 from daemon.listen.windows import Window, Windower
 
 log = structlog.get_logger(__name__)
-
-
-class Sink(Protocol):
-    """Where finished messages go. `kind` is a topic suffix: "verdict" or "alarm"."""
-
-    def deliver(self, kind: str, build: Callable[[int | None], dict[str, Any]]) -> dict[str, Any]:
-        """Store/send one message; `build(seq)` makes its payload once a seq is assigned."""
-        ...
 
 
 @dataclass
@@ -52,6 +49,19 @@ class PipelineStats:
     last_label: str | None = None
     last_score: float | None = None
     last_sensor: str | None = None
+
+
+def start_up(config_path: Path | None, *, log_level: str | None = None) -> tuple[Settings, Model]:
+    """The one start-up path of every command that runs the model (live, replay, baseline):
+    the config, then logging as it says (``log_level`` overrides its level), then the model
+    checked against the config. Each step's error is one CoronaError for the CLI."""
+    settings = config.load(config_path)
+    logsetup.configure(
+        level=log_level or settings.logging.level,
+        fmt=settings.logging.format,
+        node_id=settings.node_id,
+    )
+    return settings, load_model(settings)
 
 
 def load_model(settings: Settings) -> Model:
@@ -177,16 +187,17 @@ class Pipeline:
     def threshold(self) -> float:
         return self._threshold
 
-    def feed(self, block: np.ndarray) -> list[dict[str, Any]]:
-        """Push audio; returns the verdicts of the windows it completed."""
+    def feed(self, block: np.ndarray) -> list[Verdict]:
+        """Push audio; returns the verdicts (as stored, with their seq) of the windows it
+        completed."""
         return [self._finish(window) for window in self._windower.push(block)]
 
-    def flush(self) -> list[dict[str, Any]]:
+    def flush(self) -> list[Verdict]:
         """End of stream: the tail window, if the tail policy keeps it (daemon.listen.windows)."""
         window = self._windower.flush()
         return [] if window is None else [self._finish(window)]
 
-    def _finish(self, window: Window) -> dict[str, Any]:
+    def _finish(self, window: Window) -> Verdict:
         score = self._model.score_one(self.spec.vector(window.features, window.physics))
         sensor = verdict.sensor_state(window)
         classifier = score >= self._threshold
@@ -203,41 +214,37 @@ class Pipeline:
         if self._source == "replay":
             extra["offset_s"] = round(window.start_sample / SAMPLE_RATE, 3)
 
-        def build(seq: int | None) -> dict[str, Any]:
-            return verdict.build(
-                node=self._settings.node_id,
-                seq=0 if seq is None else seq,
-                window=window,
-                stream_start=self._stream_start,
-                score=score,
-                threshold=self._threshold,
-                model=self._model_ref,
-                overflows=self._overflows(),
-                source=self._source,
-                line_hz=self._line_hz,
-                label=label,
-                label_by=label_by,
-                baseline=reading,
-                extra=extra,
-            )
-
-        payload = self._sink.deliver("verdict", build)
-        log.debug("verdict", seq=payload["seq"], label=payload["label"], score=payload["score"])
-        self._track(payload, score)
-        return payload
-
-    def _track(self, payload: dict[str, Any], score: float) -> None:
-        self.stats.windows += 1
-        self.stats.last_window_end = payload["window_end"]
-        self.stats.last_label = payload["label"]
-        self.stats.last_score = payload["score"]
-        self.stats.last_sensor = payload["sensor"]
-        change = self._alarm.update(
-            anomalous=payload["label"] == "anomalous",
-            usable=payload["sensor"] == "ok",
+        built = verdict.build(
+            node=self._settings.node_id,
+            window=window,
+            stream_start=self._stream_start,
             score=score,
-            at=payload["window_end"],
+            threshold=self._threshold,
+            model=self._model_ref,
+            overflows=self._overflows(),
+            source=self._source,
+            line_hz=self._line_hz,
+            label=label,
+            label_by=label_by,
+            baseline=reading,
+            extra=extra,
+        )
+        stored = self._sink.store(built)
+        if not isinstance(stored, Verdict):  # a Sink returns what it was given, stamped
+            raise TypeError(f"sink returned {type(stored).__name__} for a verdict")
+        log.debug("verdict", seq=stored.seq, label=stored.label, score=stored.score)
+        self._track(stored, score)
+        return stored
+
+    def _track(self, stored: Verdict, score: float) -> None:
+        self.stats.windows += 1
+        self.stats.last_window_end = stored.window_end
+        self.stats.last_label = stored.label
+        self.stats.last_score = stored.score
+        self.stats.last_sensor = stored.sensor
+        change = self._alarm.update(
+            anomalous=stored.anomalous, usable=stored.usable, score=score, at=stored.window_end
         )
         if change is not None:
             log.warning("alarm_changed", state=change.state, since=change.since, score=change.score)
-            self._sink.deliver("alarm", lambda _seq: change.payload())
+            self._sink.store(change)

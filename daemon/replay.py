@@ -7,26 +7,25 @@ daemon.listen.audio.stream. Window times are the window's position in the file c
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Final, TextIO
 
 import structlog
 
 from daemon import config
-from daemon import log as logsetup
 from daemon.analyse.alarm import Alarm
 from daemon.analyse.baseline import Baseline
 from daemon.analyse.model import Model
 from daemon.constants import SAMPLE_RATE
 from daemon.deliver.messenger import Messenger
+from daemon.deliver.sinks import EchoSink, Sink
 from daemon.errors import CoronaError
 from daemon.listen import audio
-from daemon.pipeline import Pipeline, Sink, load_model, open_baseline
+from daemon.pipeline import Pipeline, open_baseline, start_up
 
 log = structlog.get_logger(__name__)
 
@@ -44,30 +43,11 @@ DRAIN_WAIT_S: Final = 10.0
 """How long replay waits at the end for the broker to acknowledge what it published."""
 
 
-class _EchoSink:
-    """Writes every verdict to a stream as one JSON line, after the inner sink stored it."""
-
-    def __init__(self, inner: Sink, out: TextIO) -> None:
-        self._inner = inner
-        self._out = out
-
-    def deliver(self, kind: str, build: Callable[[int | None], dict[str, Any]]) -> dict[str, Any]:
-        payload = self._inner.deliver(kind, build)
-        if kind == "verdict":
-            self._out.write(json.dumps(payload, separators=(",", ":")) + "\n")
-            self._out.flush()
-        return payload
-
-
 def run_replay(
     files: Sequence[Path], *, config_path: Path | None, realtime: bool, out: TextIO = sys.stdout
 ) -> int:
     """Replay each file; exit status 1 when any file could not be read (the others still run)."""
-    settings = config.load(config_path)
-    logsetup.configure(
-        level=settings.logging.level, fmt=settings.logging.format, node_id=settings.node_id
-    )
-    model = load_model(settings)
+    settings, model = start_up(config_path)
     messenger = Messenger(settings)
     failed: list[str] = []
     try:
@@ -77,7 +57,7 @@ def run_replay(
         # The drainer's session starts on its first tick: tick before any verdict exists, so only
         # rows from earlier runs count as backlog (replayed: true), not this run's first block.
         messenger.pump()
-        sink = _EchoSink(messenger.sink, out)
+        sink = EchoSink(messenger.sink, out)
         alarm = Alarm(k=settings.alarm.k, n=settings.alarm.n)
         baseline = open_baseline(settings, model, shared=True)
         for path in files:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -19,17 +18,16 @@ from typing import Any, Final
 
 import structlog
 
-from daemon import config, notify
-from daemon import log as logsetup
+from daemon import notify
 from daemon.analyse.alarm import Alarm
 from daemon.analyse.model import Model
 from daemon.analyse.verdict import iso_utc
 from daemon.config import Settings
 from daemon.constants import SAMPLE_RATE
 from daemon.deliver.messenger import Messenger
-from daemon.deliver.outbox import Outbox
+from daemon.deliver.sinks import ALARM_STATE_KEY, RememberAlarm
 from daemon.listen.capture import Capture
-from daemon.pipeline import Pipeline, PipelineStats, Sink, load_model, open_baseline
+from daemon.pipeline import Pipeline, PipelineStats, open_baseline, start_up
 
 log = structlog.get_logger(__name__)
 
@@ -41,24 +39,6 @@ READY_WAIT_S: Final = 1.0
 STALL_AFTER_S: Final = 10.0
 """No captured block and no capture retry for this long: the capture is stuck; stop the
 watchdog pings so systemd restarts the service. A shorter WatchdogSec= shortens it to match."""
-
-
-ALARM_STATE_KEY: Final = "alarm_active"
-"""Outbox state key: 1 while the last published alarm state is `alarm`."""
-
-
-class _RememberAlarm:
-    """Passes messages on and records each alarm change in the outbox, so it survives restarts."""
-
-    def __init__(self, inner: Sink, outbox: Outbox) -> None:
-        self._inner = inner
-        self._outbox = outbox
-
-    def deliver(self, kind: str, build: Callable[[int | None], dict[str, Any]]) -> dict[str, Any]:
-        payload = self._inner.deliver(kind, build)
-        if kind == "alarm":
-            self._outbox.set_state(ALARM_STATE_KEY, int(payload["state"] == "alarm"))
-        return payload
 
 
 class Service:
@@ -76,7 +56,7 @@ class Service:
         self.alarm = Alarm(
             k=settings.alarm.k, n=settings.alarm.n, state="alarm" if was_alarm else "clear"
         )
-        self._sink = _RememberAlarm(self.messenger.sink, self.messenger.outbox)
+        self._sink = RememberAlarm(self.messenger.sink, self.messenger.outbox)
         self.baseline = open_baseline(settings, model)
         self.watchdog = notify.Watchdog(stall_after_s())
         self._stop = threading.Event()
@@ -233,11 +213,7 @@ def stall_after_s() -> float:
 def run_live(config_path: Path | None) -> int:
     """`corona-monitor [--config PATH]`: load, validate, run until SIGTERM/SIGINT."""
     launched = time.monotonic()  # the imports are done: start-up time counts from here
-    settings = config.load(config_path)
-    logsetup.configure(
-        level=settings.logging.level, fmt=settings.logging.format, node_id=settings.node_id
-    )
-    model = load_model(settings)
+    settings, model = start_up(config_path)
     service = Service(settings, model, launched_monotonic=launched)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

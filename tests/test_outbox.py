@@ -18,7 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.config import OutboxSettings
-from daemon.deliver.outbox import Message, Outbox, OutboxError, OutboxSink
+from daemon.deliver.outbox import Message, Outbox, OutboxError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -290,24 +290,6 @@ class TestCorruption:
             assert seq is not None
             assert seq > 200
         assert list(tmp_path.glob("o.sqlite.corrupt-*"))
-
-
-class TestOutboxSink:
-    def test_verdicts_numbered_alarms_retained(self, tmp_path: Path) -> None:
-        """deliver() stores a verdict with the next seq and an alarm retained without one."""
-        with Outbox(tmp_path / "o.sqlite") as box:
-            sink = OutboxSink(box, qos=1)
-            first = sink.deliver("verdict", lambda seq: {"seq": seq, "replayed": False})
-            alarm = sink.deliver("alarm", lambda seq: {"state": "alarm", "got": seq})
-            second = sink.deliver("verdict", lambda seq: {"seq": seq, "replayed": False})
-            assert (first["seq"], second["seq"], alarm["got"]) == (1, 2, None)
-            rows = box.pending(10)
-        assert [(r.topic, r.seq, r.qos, r.retain) for r in rows] == [
-            ("verdict", 1, 1, False),
-            ("alarm", None, 1, True),
-            ("verdict", 2, 1, False),
-        ]
-        assert json.loads(rows[1].payload) == {"state": "alarm", "got": None}
 
 
 class TestState:

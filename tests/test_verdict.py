@@ -64,9 +64,8 @@ class TestBuild:
     def test_real_payload_is_schema_valid(self, reading: Reading) -> None:
         """What build returns for a real window validates, with the baseline in every state."""
         window = _window(_noise(0.05))
-        payload = verdict.build(
+        built = verdict.build(
             node="n1",
-            seq=7,
             window=window,
             stream_start=datetime(2026, 12, 1, 12, 0, tzinfo=UTC),
             score=0.25,
@@ -77,7 +76,10 @@ class TestBuild:
             label_by="both",
             baseline=reading,
         )
+        payload = built.with_seq(7).payload()
         schemas.validate("verdict", payload)
+        assert payload["seq"] == 7
+        assert built.seq == 0  # with_seq is a copy: a Verdict is frozen
         assert payload["label"] == "normal"
         assert payload["model"]["kind"] == "one-class"
         assert payload["baseline"]["state"] == reading.state
@@ -87,7 +89,6 @@ class TestBuild:
         """The pipeline's label (alarm.use) is the payload's, whatever the model's score says."""
         payload = verdict.build(
             node="n1",
-            seq=1,
             window=_window(_noise(0.05)),
             stream_start=datetime(2026, 12, 1, tzinfo=UTC),
             score=0.9,
@@ -97,5 +98,5 @@ class TestBuild:
             source="replay",
             label="normal",
             label_by="both",
-        )
+        ).payload()
         assert (payload["label"], payload["label_by"], payload["score"]) == ("normal", "both", 0.9)

@@ -7,6 +7,7 @@ tower, so they neither raise nor clear the alarm.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,6 +24,7 @@ class AlarmChange:
     score: float
 
     def payload(self) -> dict[str, Any]:
+        """The alarm JSON object (daemon/schemas/alarm.schema.json)."""
         return {
             "state": self.state,
             "since": self.since,
@@ -30,6 +32,9 @@ class AlarmChange:
             "n": self.n,
             "score": self.score,
         }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.payload(), separators=(",", ":")).encode("utf-8")
 
 
 class Alarm:

@@ -7,7 +7,10 @@ them). Times are ISO-8601 UTC with milliseconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
@@ -71,10 +74,80 @@ def window_times(
     return start, start + timedelta(seconds=window.n_samples / sample_rate)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One scored window, typed and frozen; `payload` is its schema-1 JSON object.
+
+    The pipeline builds it without a seq; the outbox stamps the seq (`with_seq`) in the
+    transaction that stores it, so a verdict is never published without one."""
+
+    node: str
+    window_start: str
+    window_end: str
+    label: Label
+    label_by: str
+    score: float
+    threshold: float
+    model: ModelRef
+    level_dbfs: float
+    clipped: float
+    overflows: int
+    source: Source
+    sensor: SensorState
+    physics: Mapping[str, Any]
+    baseline: Reading
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Replay's `file` and `offset_s`: fields only some verdicts carry."""
+    seq: int = 0
+
+    @property
+    def anomalous(self) -> bool:
+        return self.label == "anomalous"
+
+    @property
+    def usable(self) -> bool:
+        """The window is evidence about the tower (sensor ok), not a sensor fault."""
+        return self.sensor == "ok"
+
+    def with_seq(self, seq: int) -> Verdict:
+        return dataclasses.replace(self, seq=seq)
+
+    def payload(self) -> dict[str, Any]:
+        """The verdict JSON object (schema 1; fields are only ever added)."""
+        doc: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "node": self.node,
+            "seq": self.seq,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "label": self.label,
+            "label_by": self.label_by,
+            "score": self.score,
+            "threshold": self.threshold,
+            "model": {
+                "name": self.model.name,
+                "sha256": self.model.sha256,
+                "kind": self.model.kind,
+            },
+            "level_dbfs": self.level_dbfs,
+            "clipped": self.clipped,
+            "overflows": self.overflows,
+            "source": self.source,
+            "replayed": False,
+            "sensor": self.sensor,
+            "physics": dict(self.physics),
+            "baseline": self.baseline.payload(),
+        }
+        doc.update(self.extra)
+        return doc
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.payload(), separators=(",", ":")).encode("utf-8")
+
+
 def build(
     *,
     node: str,
-    seq: int,
     window: Window,
     stream_start: datetime,
     score: float,
@@ -86,35 +159,30 @@ def build(
     label: Label | None = None,
     label_by: str = "classifier",
     baseline: Reading = OFF,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The verdict payload (schema 1) for one scored window; ``physics`` at ``line_hz``.
+    extra: Mapping[str, Any] | None = None,
+) -> Verdict:
+    """The verdict of one scored window (no seq yet); ``physics`` at ``line_hz``.
 
     ``label`` defaults to the model's (score >= threshold); the pipeline passes the label of the
     configured rule (`alarm.use`) and ``label_by``, the rule that decided it."""
     start, end = window_times(window, stream_start)
     if label is None:
         label = "anomalous" if score >= threshold else "normal"
-    payload: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "node": node,
-        "seq": seq,
-        "window_start": iso_utc(start),
-        "window_end": iso_utc(end),
-        "label": label,
-        "label_by": label_by,
-        "score": round(float(score), 6),
-        "threshold": float(threshold),
-        "model": {"name": model.name, "sha256": model.sha256, "kind": model.kind},
-        "level_dbfs": round(float(window.level_dbfs), 2),
-        "clipped": round(float(window.clipped), 6),
-        "overflows": int(overflows),
-        "source": source,
-        "replayed": False,
-        "sensor": sensor_state(window),
-        "physics": window.physics.select(line_hz).as_dict(),
-        "baseline": baseline.payload(),
-    }
-    if extra:
-        payload.update(extra)
-    return payload
+    return Verdict(
+        node=node,
+        window_start=iso_utc(start),
+        window_end=iso_utc(end),
+        label=label,
+        label_by=label_by,
+        score=round(float(score), 6),
+        threshold=float(threshold),
+        model=model,
+        level_dbfs=round(float(window.level_dbfs), 2),
+        clipped=round(float(window.clipped), 6),
+        overflows=int(overflows),
+        source=source,
+        sensor=sensor_state(window),
+        physics=window.physics.select(line_hz).as_dict(),
+        baseline=baseline,
+        extra=dict(extra or {}),
+    )

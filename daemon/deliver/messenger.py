@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
 from daemon.config import Settings
 from daemon.deliver.drain import Drainer
-from daemon.deliver.outbox import Message, Outbox, OutboxSink
-from daemon.pipeline import Sink
+from daemon.deliver.outbox import Outbox
+from daemon.deliver.sinks import NumberOnlySink, OutboxSink, Sink
 
 if TYPE_CHECKING:
     # paho (with ssl, email, urllib) costs about 60 ms of CPU to import: only when MQTT is on.
@@ -27,26 +26,6 @@ log = structlog.get_logger(__name__)
 
 DRAIN_POLL_S: Final = 0.05
 """Pause between drainer ticks while waiting for the outbox to empty."""
-
-
-class _NumberOnlySink:
-    """MQTT disabled: give each verdict the next seq, keep nothing."""
-
-    def __init__(self, outbox: Outbox) -> None:
-        self._outbox = outbox
-
-    def deliver(self, kind: str, build: Callable[[int | None], dict[str, Any]]) -> dict[str, Any]:
-        built: list[dict[str, Any]] = []
-
-        def message(seq: int | None) -> Message:
-            built.append(build(seq))
-            return Message(kind, b"", 0, False)
-
-        if kind == "verdict":
-            row = self._outbox.add_numbered(message)
-            self._outbox.ack(row.id)
-            return built[-1]
-        return build(None)
 
 
 class Messenger:
@@ -65,7 +44,7 @@ class Messenger:
             self.drainer = Drainer(self.outbox)
             self.sink = OutboxSink(self.outbox, qos=settings.mqtt.qos)
         else:
-            self.sink = _NumberOnlySink(self.outbox)
+            self.sink = NumberOnlySink(self.outbox)
 
     @property
     def connected(self) -> bool:

@@ -9,16 +9,15 @@ go first, counted (persisted) and logged, never silently.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, NamedTuple, TypeVar
+from typing import Final, Literal, NamedTuple, TypeVar
 
 import structlog
 
@@ -442,42 +441,6 @@ class Outbox:
 
     def _error(self, what: str, err: sqlite3.Error) -> OutboxError:
         return OutboxError(f"{self.path}: {what} the outbox database: {err}")
-
-
-class OutboxSink:
-    """The outbox as daemon.pipeline's Sink: each message is committed before ``deliver`` returns.
-
-    Kinds in ``numbered`` (verdicts) get the next seq in the same transaction; the others
-    (alarm changes) are built with ``seq=None``. Kinds in ``retained`` are published retained.
-    A drainer (daemon.deliver.drain) hands the rows to MQTT afterwards.
-    """
-
-    def __init__(
-        self,
-        outbox: Outbox,
-        *,
-        qos: int = 1,
-        numbered: Collection[str] = ("verdict",),
-        retained: Collection[str] = ("alarm",),
-    ) -> None:
-        self.outbox = outbox
-        self.qos = qos
-        self.numbered = frozenset(numbered)
-        self.retained = frozenset(retained)
-
-    def deliver(self, kind: str, build: Callable[[int | None], dict[str, Any]]) -> dict[str, Any]:
-        built: list[dict[str, Any]] = []
-
-        def message(seq: int | None) -> Message:
-            built.append(build(seq))
-            body = json.dumps(built[-1], separators=(",", ":")).encode("utf-8")
-            return Message(kind, body, self.qos, kind in self.retained)
-
-        if kind in self.numbered:
-            self.outbox.add_numbered(message)
-        else:
-            self.outbox.add(message(None))
-        return built[-1]
 
 
 def _is_corrupt(err: sqlite3.DatabaseError) -> bool:
