@@ -18,10 +18,10 @@ from typing import Any, Final
 
 import structlog
 
-from daemon import notify
+from daemon import health, notify
 from daemon.analyse.alarm import Alarm
 from daemon.analyse.model import Model
-from daemon.analyse.verdict import iso_utc
+from daemon.analyse.verdict import ModelRef
 from daemon.config import Settings
 from daemon.constants import SAMPLE_RATE
 from daemon.deliver.messenger import Messenger
@@ -150,51 +150,27 @@ class Service:
         return self.stats.windows
 
     def _capture_state(self) -> str:
-        state = str(self.capture.state)
-        sensor = self.stats.last_sensor
-        if state == "running" and sensor not in (None, "ok"):
-            return str(sensor)  # silent / flat / clipping: the microphone, not the tower
-        return state
+        return health.capture_state(self.capture, self.stats)
 
-    def _health(self) -> dict[str, Any]:
-        return {
-            "schema": 1,
-            "node": self.settings.node_id,
-            "time": iso_utc(datetime.now(UTC)),
-            "uptime_s": round(time.monotonic() - self._started_monotonic, 1),
-            "windows": self._windows_done(),
-            "overflows": self.capture.overflows,
-            "capture": self._capture_state(),
-            "capture_error": self.capture.last_error,
-            "device": self.capture.device_name,
-            "outbox_depth": self.messenger.outbox.depth(),
-            "outbox_dropped": self.messenger.outbox.dropped,
-            "last_window": self.stats.last_window_end,
-            "last_label": self.stats.last_label,
-            "alarm": self.alarm.state,
-            "window_s": self.model.spec.window_s,
-            "model": {
-                "name": self.model.name,
-                "sha256": self.model.sha256,
-                "kind": self.model.kind,
-            },
-            "baseline": self._baseline_health(),
-        }
-
-    def _baseline_health(self) -> dict[str, Any]:
-        if self.baseline is None:
-            return {"state": "off", "windows": 0, "learn_windows": 0}
-        return {
-            "state": self.baseline.state,
-            "windows": self.baseline.windows,
-            "learn_windows": self.baseline.learn_windows,
-        }
+    def snapshot(self) -> health.HealthSnapshot:
+        """Every counter of the node, now (daemon.health)."""
+        return health.collect(
+            node=self.settings.node_id,
+            uptime_s=time.monotonic() - self._started_monotonic,
+            capture=self.capture,
+            stats=self.stats,
+            messenger=self.messenger,
+            alarm=self.alarm,
+            baseline=self.baseline,
+            model=ModelRef(self.model.name, self.model.sha256, self.model.kind),
+            window_s=self.model.spec.window_s,
+        )
 
     def _publish_health(self) -> None:
         self._last_health = time.monotonic()
-        health = self._health()
-        log.info("health", **{k: v for k, v in health.items() if k not in ("schema", "model")})
-        self.messenger.publish_health(health)
+        payload = self.snapshot().payload()
+        log.info("health", **{k: v for k, v in payload.items() if k not in ("schema", "model")})
+        self.messenger.publish_health(payload)
 
     def _status_line(self) -> str:
         return (

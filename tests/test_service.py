@@ -70,6 +70,17 @@ class TestLiveEndToEnd:
         health = late.on(f"{TOPICS}/health")
         assert health.retain
         schemas.validate("health", health.json())
+
+        # The snapshot's counters move with the work: every verdict seen here was sent, live
+        # or (made before the connection came up: the file microphone is unpaced) replayed.
+        def sent(m: Received) -> int:
+            return int(m.json()["sent_live"] + m.json()["sent_replayed"])
+
+        counted = late.wait_for(
+            lambda m: m.topic == f"{TOPICS}/health" and sent(m) >= len(got)
+        ).json()
+        assert counted["frames_captured"] >= n_windows * WINDOW_S * SAMPLE_RATE
+        assert counted["last_score"] is not None
         assert daemon.process.poll() is None
 
 

@@ -1,0 +1,139 @@
+"""One health snapshot of a running node, collected in one place and rendered from there.
+
+`collect` reads every counter the node keeps (capture, ring, pipeline, outbox, drainer, alarm,
+baseline) into a frozen `HealthSnapshot`; `payload` is the retained MQTT health message (schema
+1, daemon/schemas/health.schema.json). Nothing else builds that message, so a counter added
+here reaches the control room, the log and (later) metrics alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from daemon.analyse.verdict import ModelRef, iso_utc
+
+if TYPE_CHECKING:
+    from daemon.analyse.alarm import Alarm
+    from daemon.analyse.baseline import Baseline
+    from daemon.deliver.messenger import Messenger
+    from daemon.listen.capture import Capture
+    from daemon.pipeline import PipelineStats
+
+SCHEMA_VERSION: Final = 1
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    node: str
+    time: str
+    uptime_s: float
+    windows: int
+    overflows: int
+    capture: str
+    """The capture's state, or the last window's sensor fault while it runs (silent, ...)."""
+    capture_error: str | None
+    device: str | None
+    frames_captured: int
+    dropped_frames: int
+    """Frames the ring buffer overwrote before the worker read them (the worker fell behind)."""
+    outbox_depth: int
+    outbox_dropped: int
+    sent_live: int
+    sent_replayed: int
+    last_window: str | None
+    last_label: str | None
+    last_score: float | None
+    alarm: str
+    window_s: float
+    model: ModelRef
+    baseline_state: str
+    baseline_windows: int
+    baseline_learn_windows: int
+
+    def payload(self) -> dict[str, Any]:
+        """The health JSON object (schema 1; fields are only ever added)."""
+        return {
+            "schema": SCHEMA_VERSION,
+            "node": self.node,
+            "time": self.time,
+            "uptime_s": self.uptime_s,
+            "windows": self.windows,
+            "overflows": self.overflows,
+            "capture": self.capture,
+            "capture_error": self.capture_error,
+            "device": self.device,
+            "frames_captured": self.frames_captured,
+            "dropped_frames": self.dropped_frames,
+            "outbox_depth": self.outbox_depth,
+            "outbox_dropped": self.outbox_dropped,
+            "sent_live": self.sent_live,
+            "sent_replayed": self.sent_replayed,
+            "last_window": self.last_window,
+            "last_label": self.last_label,
+            "last_score": self.last_score,
+            "alarm": self.alarm,
+            "window_s": self.window_s,
+            "model": {
+                "name": self.model.name,
+                "sha256": self.model.sha256,
+                "kind": self.model.kind,
+            },
+            "baseline": {
+                "state": self.baseline_state,
+                "windows": self.baseline_windows,
+                "learn_windows": self.baseline_learn_windows,
+            },
+        }
+
+
+def capture_state(capture: Capture, stats: PipelineStats) -> str:
+    """The capture's state; while it runs, the last window's sensor fault wins (the microphone,
+    not the tower: silent, flat, clipping)."""
+    state = str(capture.state)
+    sensor = stats.last_sensor
+    if state == "running" and sensor not in (None, "ok"):
+        return str(sensor)
+    return state
+
+
+def collect(
+    *,
+    node: str,
+    uptime_s: float,
+    capture: Capture,
+    stats: PipelineStats,
+    messenger: Messenger,
+    alarm: Alarm,
+    baseline: Baseline | None,
+    model: ModelRef,
+    window_s: float,
+) -> HealthSnapshot:
+    """Read every counter once, now."""
+    drainer = messenger.drainer
+    return HealthSnapshot(
+        node=node,
+        time=iso_utc(datetime.now(UTC)),
+        uptime_s=round(uptime_s, 1),
+        windows=stats.windows,
+        overflows=capture.overflows,
+        capture=capture_state(capture, stats),
+        capture_error=capture.last_error,
+        device=capture.device_name,
+        frames_captured=capture.frames_captured,
+        dropped_frames=capture.dropped_frames,
+        outbox_depth=messenger.outbox.depth(),
+        outbox_dropped=messenger.outbox.dropped,
+        sent_live=drainer.sent_live if drainer is not None else 0,
+        sent_replayed=drainer.sent_replayed if drainer is not None else 0,
+        last_window=stats.last_window_end,
+        last_label=stats.last_label,
+        last_score=stats.last_score,
+        alarm=alarm.state,
+        window_s=window_s,
+        model=model,
+        baseline_state=baseline.state if baseline is not None else "off",
+        baseline_windows=baseline.windows if baseline is not None else 0,
+        baseline_learn_windows=baseline.learn_windows if baseline is not None else 0,
+    )
