@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Final, TextIO
 
 from daemon import config
 from daemon.analyse.baseline import Baseline, BaselineError, fingerprint, learn_windows_for
 from daemon.analyse.model import Model
-from daemon.deliver.publish import make_client
+from daemon.deliver.publish import connect_and_wait, make_client
 from daemon.errors import CoronaError
 from daemon.listen.capture import list_input_devices, resolve_input_device
 from daemon.pipeline import load_model, runtime_spec
@@ -112,24 +111,14 @@ def _probe_broker(settings: config.Settings) -> str | None:
         client = make_client(settings.mqtt, f"{settings.node_id}-check")
     except CoronaError as err:
         return str(err)
-    answered = threading.Event()
-    result: dict[str, Any] = {}
-
-    def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
-        result["reason"] = reason
-        answered.set()
-
-    client.on_connect = on_connect
-    try:
-        client.connect(settings.mqtt.host or "", settings.mqtt.port, keepalive=10)
-    except (OSError, ValueError) as err:
-        return f"does not answer ({err})"
-    client.loop_start()
-    try:
-        if not answered.wait(BROKER_TIMEOUT_S):
-            return f"did not answer within {BROKER_TIMEOUT_S:g} s"
-        reason = result["reason"]
-        return None if not reason.is_failure else f"refused the connection: {reason}"
-    finally:
+    problem = connect_and_wait(
+        client,
+        settings.mqtt.host or "",
+        settings.mqtt.port,
+        timeout_s=BROKER_TIMEOUT_S,
+        keepalive=10,
+    )
+    if problem is None:
         client.disconnect()
         client.loop_stop()
+    return problem

@@ -18,12 +18,10 @@ from typing import Any, Final, TextIO
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from daemon.config import MqttSettings, Settings
 from daemon.constants import WINDOW_S
-from daemon.deliver.publish import make_client
+from daemon.deliver.publish import connect_and_wait, make_client, parse_topic
 from daemon.errors import ConfigError, PublishError
 
 STALE_WINDOWS: Final = 2
@@ -33,7 +31,6 @@ REDRAW_S: Final = 1.0
 ONCE_WAIT_S: Final = 3.0
 """Default for --once: retained messages arrive at once; the rest is time for a live verdict."""
 _CLEAR_SCREEN: Final = "\x1b[H\x1b[2J"
-_KINDS: Final = ("status", "verdict", "alarm", "health")
 
 
 @dataclass(frozen=True)
@@ -146,13 +143,10 @@ class WatchState:
 
     def update(self, topic: str, payload: bytes) -> None:
         """Fold in one message; topics outside `{prefix}/{node}/{kind}` are ignored."""
-        head = self.prefix + "/"
-        if not topic.startswith(head):
+        parsed = parse_topic(self.prefix, topic)
+        if parsed is None:
             return
-        parts = topic[len(head) :].split("/")
-        if len(parts) != 2 or parts[1] not in _KINDS or not parts[0]:
-            return
-        node, kind = parts
+        node, kind = parsed
         with self._lock:
             view = self._nodes.get(node, NodeView(node=node))
             self._nodes[node] = apply_message(view, kind, payload)
@@ -250,32 +244,21 @@ def run_watch(
     state = WatchState(prefix)
     client, host, port = _client_for(source)
     topic_filter = f"{state.prefix}/+/#"
-    connack: dict[str, ReasonCode] = {}
-    answered = threading.Event()
-
-    def on_connect(
-        c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
-    ) -> None:
-        connack["reason"] = reason
-        answered.set()
-        if not reason.is_failure:
-            c.subscribe(topic_filter, qos=1)
 
     def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         state.update(msg.topic, bytes(msg.payload))
 
-    client.on_connect = on_connect
     client.on_message = on_message
+    problem = connect_and_wait(
+        client,
+        host,
+        port,
+        timeout_s=CONNECT_TIMEOUT_S,
+        on_accepted=lambda c: c.subscribe(topic_filter, qos=1),
+    )
+    if problem is not None:
+        raise PublishError(f"watch: the broker at {host}:{port} {problem}")
     try:
-        client.connect(host, port)
-    except OSError as err:
-        raise PublishError(f"watch: cannot reach the broker at {host}:{port}: {err}") from err
-    client.loop_start()
-    try:
-        if not answered.wait(CONNECT_TIMEOUT_S):
-            raise PublishError(f"watch: no answer from the broker at {host}:{port}")
-        if connack["reason"].is_failure:
-            raise PublishError(f"watch: the broker at {host}:{port} refused: {connack['reason']}")
         if once:
             time.sleep(wait_s)
             stream.write(render_table(state.views(), datetime.now(UTC), prefix=state.prefix))

@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from daemon import log as daemon_log
 from daemon import schemas
 from daemon.config import MqttSettings, TlsSettings
-from daemon.deliver.publish import Publisher, topics
+from daemon.deliver.publish import KINDS, Publisher, parse_topic, topics
 from daemon.errors import ConfigError
 from tests.fixtures.broker import Broker, Subscriber, TlsFiles
 
@@ -157,6 +157,16 @@ def wait_retained_status(sub: Subscriber, value: str) -> None:
 
 
 class TestTopics:
+    def test_parse_is_the_inverse_of_topics(self) -> None:
+        """Every node topic parses back to (node, kind); anything else is not a node message."""
+        t = topics("corona/v1", "n1")
+        assert [parse_topic("corona/v1/", x) for x in (t.status, t.verdict, t.alarm, t.health)] == [
+            ("n1", k) for k in KINDS
+        ]
+        for other in ("corona/v1/n1", "corona/v1//verdict", "corona/v1/n1/verdict/x",
+                      "corona/v2/n1/verdict", "corona/v1/n1/metrics"):  # fmt: skip
+            assert parse_topic("corona/v1", other) is None
+
     def test_topics_follow_the_design(self) -> None:
         """The four topics are {prefix}/{node}/status|verdict|alarm|health."""
         t = topics("corona/v1/", "n1")

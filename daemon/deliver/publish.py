@@ -62,6 +62,63 @@ def topics(prefix: str, node: str) -> Topics:
     )
 
 
+KINDS: Final = ("status", "verdict", "alarm", "health")
+"""The last topic level of every node message, in `Topics` order."""
+
+
+def parse_topic(prefix: str, topic: str) -> tuple[str, str] | None:
+    """(node, kind) of a `{prefix}/{node}/{kind}` topic (the inverse of `topics`), else None."""
+    head = prefix.rstrip("/") + "/"
+    if not topic.startswith(head):
+        return None
+    parts = topic[len(head) :].split("/")
+    if len(parts) != 2 or not parts[0] or parts[1] not in KINDS:
+        return None
+    return parts[0], parts[1]
+
+
+def connect_and_wait(
+    client: mqtt.Client,
+    host: str,
+    port: int,
+    *,
+    timeout_s: float,
+    keepalive: int = 60,
+    on_accepted: Callable[[mqtt.Client], object] | None = None,
+) -> str | None:
+    """Connect a short-lived client and wait for the broker's CONNACK.
+
+    None when the broker accepted us (the client's network loop is then running, and
+    ``on_accepted`` has run in paho's thread: subscribe there, so a reconnect subscribes
+    again); otherwise why not, in words, with the loop stopped. For the long-lived node
+    connection see `Publisher` (reconnects forever, never waits)."""
+    answered = threading.Event()
+    result: dict[str, ReasonCode] = {}
+
+    def on_connect(
+        c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None = None
+    ) -> None:
+        result["reason"] = reason
+        answered.set()
+        if not reason.is_failure and on_accepted is not None:
+            on_accepted(c)
+
+    client.on_connect = on_connect
+    try:
+        client.connect(host, port, keepalive=keepalive)
+    except (OSError, ValueError) as err:
+        return f"does not answer ({err})"
+    client.loop_start()
+    if not answered.wait(timeout_s):
+        client.loop_stop()
+        return f"did not answer within {timeout_s:g} s"
+    reason = result["reason"]
+    if reason.is_failure:
+        client.loop_stop()
+        return f"refused the connection: {reason}"
+    return None
+
+
 def make_client(
     settings: MqttSettings,
     client_id: str,
