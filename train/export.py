@@ -23,11 +23,13 @@ from typing import Any, Final
 import numpy as np
 import structlog
 
+from daemon.analyse import model_meta
 from daemon.analyse.featurespec import FeatureSpec
 from daemon.analyse.model import Model
-from daemon.analyse.model_meta import ANOMALOUS, FORMAT, QUANTIZATIONS, score_column
+from daemon.analyse.model_meta import QUANTIZATIONS, score_column
 from daemon.errors import DataError, ModelError
 from train import metrics
+from train.runrecord import MODEL_FILE, Calibration, RunRecord
 
 log = structlog.get_logger(__name__)
 
@@ -95,19 +97,19 @@ class ExportReport:
 
 @dataclass(frozen=True)
 class _Run:
+    """A RUN_DIR as export uses it: the record and the calibration arrays."""
+
     dir: Path
-    doc: dict[str, Any]
-    representative: np.ndarray
-    heldout_features: np.ndarray
-    heldout_labels: np.ndarray
-    heldout_files: np.ndarray
-    all_features: np.ndarray
-    all_labels: np.ndarray
-    spec: FeatureSpec
+    record: RunRecord
+    calibration: Calibration
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self.record.spec
 
     @property
     def threshold(self) -> float:
-        return float(self.doc["threshold"])
+        return self.record.threshold
 
 
 def export_tflite(
@@ -139,15 +141,16 @@ def export_tflite(
 
     _, keras = import_tensorflow()
     try:
-        keras_model = keras.models.load_model(run.dir / _MODEL_FILE)
+        keras_model = keras.models.load_model(run.dir / MODEL_FILE)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file; all mean "cannot load"
-        raise ModelError(f"export: {run.dir / _MODEL_FILE} cannot be loaded: {exc}") from None
+        raise ModelError(f"export: {run.dir / MODEL_FILE} cannot be loaded: {exc}") from None
 
-    representative = run.spec.model_input(run.representative)
-    if run.doc.get("hyperparameters", {}).get("gain_invariant"):
+    cal = run.calibration
+    representative = run.spec.model_input(cal.representative)
+    if run.record.gain_invariant:
         representative = with_gain_range(run.spec, representative)
     content = convert(keras_model, quantize, representative)
-    keras_all = _keras_scores(keras_model, run, run.spec.model_input(run.all_features))
+    keras_all = _keras_scores(keras_model, run, run.spec.model_input(cal.all_features))
 
     metadata = _metadata(run, name=name, quantize=quantize, content=content)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as tmp:
@@ -156,12 +159,12 @@ def export_tflite(
         candidate.write_bytes(content)
         candidate.with_suffix(".json").write_text(json.dumps(metadata), encoding="utf-8")
         runner = Model.load(candidate)
-        tflite_all = runner.score_batch(run.all_features).astype(np.float64)
-        tflite_scores = runner.score_batch(run.heldout_features).astype(np.float64)
+        tflite_all = runner.score_batch(cal.all_features).astype(np.float64)
+        tflite_scores = runner.score_batch(cal.heldout_features).astype(np.float64)
 
-    keras_metrics = metrics.compute(run.all_labels, keras_all, run.threshold)
-    all_metrics = metrics.compute(run.all_labels, tflite_all, run.threshold)
-    window_metrics = metrics.compute(run.heldout_labels, tflite_scores, run.threshold)
+    keras_metrics = metrics.compute(cal.all_labels, keras_all, run.threshold)
+    all_metrics = metrics.compute(cal.all_labels, tflite_all, run.threshold)
+    window_metrics = metrics.compute(cal.heldout_labels, tflite_scores, run.threshold)
     differences = np.abs(keras_all - tflite_all)
     max_diff = float(np.max(differences))
     log.info(
@@ -177,7 +180,7 @@ def export_tflite(
     check_parity(keras_metrics, all_metrics, quantize=quantize)
 
     file_labels, file_scores = metrics.per_file(
-        run.heldout_files, run.heldout_labels, tflite_scores
+        cal.heldout_files, cal.heldout_labels, tflite_scores
     )
     metadata["metrics"] = {
         "window": window_metrics,
@@ -297,75 +300,15 @@ def _fmt(value: float | None) -> str:
 
 
 def _read_run(run_dir: Path) -> _Run:
-    """run.json + calibration.npz, checked for what export needs."""
+    """run.json + calibration.npz (train.runrecord), checked for what export needs."""
     if not run_dir.is_dir():
         raise DataError(f"export: run folder {run_dir} does not exist")
-    doc = _read_run_json(run_dir / _RUN_FILE)
     try:
-        spec = FeatureSpec.from_metadata(doc["features"], doc["window_s"])
-    except ValueError as exc:
-        raise DataError(f"export: {run_dir / _RUN_FILE}: {exc}") from None
-    arrays = _read_calibration(run_dir / _CALIBRATION_FILE, spec.width)
-    heldout = arrays["heldout_features"].astype(np.float32)
-    heldout_labels = arrays["heldout_labels"].astype(np.int64)
-    # Runs written before the parity check kept only the held-out windows.
-    everything = arrays.get("all_features", heldout).astype(np.float32)
-    return _Run(
-        dir=run_dir,
-        doc=doc,
-        representative=arrays["representative"].astype(np.float32),
-        heldout_features=heldout,
-        heldout_labels=heldout_labels,
-        heldout_files=arrays["heldout_files"].astype(str),
-        all_features=everything,
-        all_labels=arrays.get("all_labels", heldout_labels).astype(np.int64),
-        spec=spec,
-    )
-
-
-def _read_run_json(path: Path) -> dict[str, Any]:
-    try:
-        doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"export: {path} is missing (is {path.parent} a fit output?)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"export: {path} cannot be read: {exc}") from None
-    for key in ("features", "classes", "output", "threshold", "window_s", "trained_on"):
-        if key not in doc:
-            raise DataError(f"export: {path} has no {key!r}")
-    if "transform" not in doc["features"]:
-        raise DataError(f"export: {path} has no 'features.transform'")
-    if ANOMALOUS not in doc["classes"]:
-        raise DataError(f"export: {path} classes {doc['classes']!r} lack {ANOMALOUS!r}")
-    return doc
-
-
-def _read_calibration(path: Path, width: int) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except FileNotFoundError:
-        raise DataError(f"export: {path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"export: {path} cannot be read: {exc}") from None
-    wanted = ("representative", "heldout_features", "heldout_labels", "heldout_files")
-    missing = [key for key in wanted if key not in arrays]
-    if missing:
-        raise DataError(f"export: {path} lacks {', '.join(missing)}")
-    for key in ("representative", "heldout_features", "all_features"):
-        if key not in arrays:
-            continue
-        shape = arrays[key].shape
-        if len(shape) != 2 or shape[1] != width or shape[0] == 0:
-            raise DataError(f"export: {path} {key} has shape {shape}, want (N>0, {width})")
-    n = arrays["heldout_features"].shape[0]
-    if arrays["heldout_labels"].shape != (n,) or arrays["heldout_files"].shape != (n,):
-        raise DataError(f"export: {path} heldout arrays disagree in length")
-    if "all_features" in arrays:
-        n_all = arrays["all_features"].shape[0]
-        if arrays.get("all_labels", np.zeros(0)).shape != (n_all,):
-            raise DataError(f"export: {path} all_features and all_labels disagree in length")
-    return arrays
+        record = RunRecord.read(run_dir)
+        calibration = Calibration.read(run_dir, record.spec.width)
+    except DataError as exc:
+        raise DataError(f"export: {exc}") from None
+    return _Run(dir=run_dir, record=record, calibration=calibration)
 
 
 def import_tensorflow() -> tuple[Any, Any]:
@@ -423,29 +366,27 @@ def _keras_scores(keras_model: Any, run: _Run, transformed: np.ndarray) -> np.nd
     """P(anomalous) from the Keras model, read the same way daemon.analyse.model reads the TFLite
     output."""
     out = np.asarray(keras_model.predict(transformed, batch_size=_KERAS_BATCH, verbose=0))
-    column = score_column(run.doc["classes"], run.doc["output"])
+    column = score_column(run.record.classes, run.record.output)
     return out.reshape(len(transformed), -1)[:, column].astype(np.float64)
 
 
 def _metadata(run: _Run, *, name: str, quantize: str, content: bytes) -> dict[str, Any]:
-    """NAME.json (README, "Model metadata"); `metrics` is filled in once the candidate has been
+    """NAME.json (model_meta.document); `metrics` is filled in once the candidate has been
     scored. A one-class run adds `kind` and its `one_class` block (the threshold rule)."""
-    extra: dict[str, Any] = {k: run.doc[k] for k in ("kind", "one_class") if k in run.doc}
-    return {
-        "format": FORMAT,
-        "name": name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "sha256": hashlib.sha256(content).hexdigest(),
-        "classes": list(run.doc["classes"]),
-        "output": run.doc["output"],
-        "features": dict(run.doc["features"]),
-        "window_s": float(run.doc["window_s"]),
-        "threshold": run.threshold,
-        "quantization": quantize,
-        "metrics": {},
-        "trained_on": run.doc["trained_on"],
-        **extra,
-    }
+    record = run.record
+    return model_meta.document(
+        name=name,
+        sha256=hashlib.sha256(content).hexdigest(),
+        classes=record.classes,
+        output=record.output,
+        spec=record.spec,
+        threshold=record.threshold,
+        quantization=quantize,
+        trained_on=record.trained_on,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        kind=record.kind,
+        one_class=record.one_class,
+    )
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -7,7 +7,6 @@ RUN_DIR layout: README, "RUN_DIR" (model.keras, run.json, calibration.npz, metri
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ from daemon.errors import DataError
 from train import data, featurize, metrics, splits
 from train import plots as plotting
 from train.presets import Preset, augment_eq, build_model
-from train.scoring import choose_threshold, evaluate, interval, json_safe
+from train.runrecord import METRICS_FILE, MODEL_FILE, Calibration, RunRecord, write_json
+from train.scoring import choose_threshold, evaluate, interval
 
 log = structlog.get_logger(__name__)
 
@@ -443,7 +443,7 @@ def _write_run_dir(
 ) -> None:
     preset = trained.preset
     run_dir.mkdir(parents=True, exist_ok=True)
-    trained.model.save(run_dir / "model.keras")
+    trained.model.save(run_dir / MODEL_FILE)
 
     train_mask = splits.window_mask(window_files, split.train)
     rng = np.random.default_rng(seed)
@@ -454,31 +454,29 @@ def _write_run_dir(
     names = np.array([f.file.name for f in feats.files])
     # Every window (training and test) goes along: export compares the converted model with
     # the Keras one on all of them, not on a handful of held-out windows.
-    np.savez(
-        run_dir / "calibration.npz",
-        representative=raw[chosen].astype(np.float32),
-        heldout_features=raw[~train_mask].astype(np.float32),
-        heldout_labels=labels[~train_mask].astype(np.int64),
-        heldout_files=names[window_files[~train_mask]].astype(str),
-        all_features=raw.astype(np.float32),
-        all_labels=labels.astype(np.int64),
-        all_files=names[window_files].astype(str),
-    )
+    Calibration(
+        representative=raw[chosen],
+        heldout_features=raw[~train_mask],
+        heldout_labels=labels[~train_mask],
+        heldout_files=names[window_files[~train_mask]],
+        all_features=raw,
+        all_labels=labels,
+        all_files=names[window_files],
+    ).write(run_dir)
 
     settings = feats.settings
     per_label: dict[str, int] = {}
     for f in feats.files:
         per_label[f.file.label_name] = per_label.get(f.file.label_name, 0) + 1
-    run = {
-        "preset": preset.name,
-        "features": trained.spec.to_metadata(),
-        "window_s": settings.window_s,
-        "hop_s": settings.hop_s,
-        "classes": list(data.CLASSES),
-        "output": preset.output,
-        "threshold": trained.threshold,
-        "seed": seed,
-        "hyperparameters": {
+    RunRecord(
+        preset=preset.name,
+        spec=trained.spec,
+        hop_s=settings.hop_s,
+        classes=data.CLASSES,
+        output=preset.output,
+        threshold=trained.threshold,
+        seed=seed,
+        hyperparameters={
             "hidden_units": preset.hidden_units,
             "dropout": preset.dropout,
             "gain_invariant": preset.gain_invariant,
@@ -499,9 +497,9 @@ def _write_run_dir(
             "eq_copies": preset.eq_copies,
             "l2": preset.l2,
         },
-        "epochs_run": trained.epochs_run,
-        "best_epoch": trained.best_epoch,
-        "trained_on": {
+        epochs_run=trained.epochs_run,
+        best_epoch=trained.best_epoch,
+        trained_on={
             "data_dir": str(data_dir),
             "files": len(feats.files),
             "windows": len(labels),
@@ -510,9 +508,8 @@ def _write_run_dir(
             "test_files": len(split.test),
             "command": command,
         },
-        "metrics": test,
-    }
-    _write_json(run_dir / "run.json", run)
+        metrics=test,
+    ).write(run_dir)
 
     train_files = set(int(i) for i in split.train)
     validation_files = set(trained.validation_files)
@@ -547,8 +544,4 @@ def _write_run_dir(
         "skipped": [{"file": f.name, "reason": f.reason} for f in feats.stats.failures],
         "cv": cv,
     }
-    _write_json(run_dir / "metrics.json", metrics_doc)
-
-
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    path.write_text(json.dumps(json_safe(document), indent=2) + "\n", encoding="utf-8")
+    write_json(run_dir / METRICS_FILE, metrics_doc)

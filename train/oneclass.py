@@ -20,7 +20,6 @@ and the DCASE pAUC at FPR 0.1). They never touch the fit or the threshold.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,8 @@ from daemon.analyse.physics import LineSetting
 from daemon.errors import DataError
 from train import data, featurize, splits
 from train.fit import FitReport, Say, _quiet, setup_tensorflow
-from train.scoring import evaluate, json_safe
+from train.runrecord import METRICS_FILE, MODEL_FILE, Calibration, RunRecord, write_json
+from train.scoring import evaluate
 
 FOLDS: Final = 5
 """Folds (by file) the threshold's held-out distances come from."""
@@ -267,24 +267,23 @@ def _write_run_dir(
     """RUN_DIR as the supervised fit writes it (export reads it the same way), plus `kind`
     and the `one_class` block."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    model.save(run_dir / "model.keras")
+    model.save(run_dir / MODEL_FILE)
     names = np.array([f.file.name for f in feats.files])
-    np.savez(
-        run_dir / "calibration.npz",
+    Calibration(
         representative=calibration_rows(spec, raw[train_mask]),
-        heldout_features=raw[~train_mask].astype(np.float32),
-        heldout_labels=labels[~train_mask].astype(np.int64),
-        heldout_files=names[window_files[~train_mask]].astype(str),
-        all_features=raw.astype(np.float32),
-        all_labels=labels.astype(np.int64),
-        all_files=names[window_files].astype(str),
-    )
+        heldout_features=raw[~train_mask],
+        heldout_labels=labels[~train_mask],
+        heldout_files=names[window_files[~train_mask]],
+        all_features=raw,
+        all_labels=labels,
+        all_files=names[window_files],
+    ).write(run_dir)
     per_label = {
         name: int(sum(f.file.label == label for f in feats.files))
         for label, name in enumerate(data.CLASSES)
     }
     one_class = {
-        "method": "one-sided Gaussian, OAS-shrunk correlation (daemon/novelty.py)",
+        "method": "one-sided Gaussian, OAS-shrunk correlation (daemon/analyse/novelty.py)",
         "names": list(novelty.NAMES),
         "threshold_distance": fitted.threshold.distance,
         "spread": fitted.threshold.spread,
@@ -293,18 +292,16 @@ def _write_run_dir(
         "shrinkage": fitted.model.shrinkage,
         "mean": dict(zip(novelty.NAMES, map(float, fitted.model.mean), strict=True)),
     }
-    run = {
-        "preset": KIND,
-        "kind": KIND,
-        "features": spec.to_metadata(),
-        "window_s": spec.window_s,
-        "hop_s": spec.window_s,
-        "classes": list(data.CLASSES),
-        "output": "sigmoid",
-        "threshold": 0.5,
-        "seed": seed,
-        "one_class": one_class,
-        "trained_on": {
+    RunRecord(
+        preset=KIND,
+        kind=KIND,
+        spec=spec,
+        classes=data.CLASSES,
+        output="sigmoid",
+        threshold=0.5,
+        seed=seed,
+        one_class=one_class,
+        trained_on={
             "data_dir": str(data_dir),
             "files": len(feats.files),
             "windows": len(labels),
@@ -314,9 +311,8 @@ def _write_run_dir(
             "command": command,
             "normal_only": True,
         },
-        "metrics": test,
-    }
-    _write_json(run_dir / "run.json", run)
+        metrics=test,
+    ).write(run_dir)
     per_file = []
     for index, item in enumerate(feats.files):
         mask = window_files == index
@@ -330,8 +326,8 @@ def _write_run_dir(
                 "window_scores": [float(s) for s in scores[mask]],
             }
         )
-    _write_json(
-        run_dir / "metrics.json",
+    write_json(
+        run_dir / METRICS_FILE,
         {
             "preset": KIND,
             "seed": seed,
@@ -343,7 +339,3 @@ def _write_run_dir(
             "skipped": [{"file": f.name, "reason": f.reason} for f in feats.stats.failures],
         },
     )
-
-
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    path.write_text(json.dumps(json_safe(document), indent=2) + "\n", encoding="utf-8")

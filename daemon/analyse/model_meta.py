@@ -86,6 +86,44 @@ def score_column(classes: Sequence[str], output: str) -> int:
     return list(classes).index(ANOMALOUS) if output == "softmax" else 0
 
 
+def document(
+    *,
+    name: str,
+    sha256: str,
+    classes: Sequence[str],
+    output: str,
+    spec: FeatureSpec,
+    threshold: float,
+    quantization: str,
+    trained_on: Mapping[str, Any],
+    created: str,
+    kind: str | None = None,
+    one_class: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The NAME.json document, the writer's side of `validate` (which reads it back): export
+    builds its metadata here and nowhere else."""
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "name": name,
+        "created": created,
+        "sha256": sha256,
+        "classes": list(classes),
+        "output": output,
+        "features": spec.to_metadata(),
+        "window_s": spec.window_s,
+        "threshold": float(threshold),
+        "quantization": quantization,
+        "metrics": dict(metrics or {}),
+        "trained_on": dict(trained_on),
+    }
+    if kind is not None:
+        doc["kind"] = kind
+    if one_class is not None:
+        doc["one_class"] = dict(one_class)
+    return doc
+
+
 def read(json_path: Path) -> dict[str, Any]:
     """Parse NAME.json into a dict; a missing or unparsable file is a ModelError naming it."""
     try:
