@@ -22,11 +22,8 @@ import numpy as np
 from daemon import config
 from daemon.analyse import novelty, verdict
 from daemon.analyse.baseline import (
-    Baseline,
     BaselineError,
     exclusive,
-    fingerprint,
-    learn_windows_for,
     novelty_vector,
 )
 from daemon.analyse.featurespec import FeatureSpec
@@ -35,7 +32,7 @@ from daemon.constants import SAMPLE_RATE
 from daemon.errors import AudioError, ConfigError
 from daemon.listen import audio
 from daemon.listen.windows import Windower
-from daemon.pipeline import runtime_spec, start_up
+from daemon.pipeline import BaselineTerms, baseline_terms, runtime_spec, start_up
 
 Say = Callable[[str], None]
 IMPORT_BLOCK_S = 10.0
@@ -46,34 +43,18 @@ class _Context:
     settings: config.Settings
     model: Model
     spec: FeatureSpec
-    line_hz: Any
-    fingerprint: dict[str, Any]
-    learn_windows: int
+    baseline: BaselineTerms
 
 
 def _context(config_path: Path | None) -> _Context:
     settings, model = start_up(config_path, log_level="warning")
     if not settings.baseline.enabled:
         raise ConfigError("baseline.enabled is false in the config: there is no baseline to use")
-    spec = runtime_spec(settings, model)
-    line = spec.line_setting if spec.physics else settings.features.line_hz
-    hop_s = settings.window.hop_s if settings.window.hop_s is not None else spec.window_s
     return _Context(
         settings=settings,
         model=model,
-        spec=spec,
-        line_hz=line,
-        fingerprint=fingerprint(spec, line),
-        learn_windows=learn_windows_for(settings.baseline.learn_h, hop_s),
-    )
-
-
-def _load(context: _Context) -> Baseline:
-    return Baseline.load(
-        context.settings.baseline_path,
-        fingerprint=context.fingerprint,
-        learn_windows=context.learn_windows,
-        quantile=context.settings.baseline.quantile,
+        spec=runtime_spec(settings, model),
+        baseline=baseline_terms(settings, model),
     )
 
 
@@ -86,12 +67,12 @@ def run_status(config_path: Path | None, *, as_json: bool, say: Say) -> int:
             "state": "learning",
             "path": str(path),
             "windows": 0,
-            "learn_windows": context.learn_windows,
+            "learn_windows": context.baseline.learn_windows,
             "note": "no baseline file yet: the daemon starts learning at its first window",
         }
     else:
         try:
-            doc = _load(context).status()
+            doc = context.baseline.load().status()
         except BaselineError as exc:
             if as_json:
                 say(json.dumps({"state": "unusable", "path": str(path), "error": str(exc)}))
@@ -166,12 +147,7 @@ def run_import(
                 counts.failed += 1
                 say(f"skipped {file}: {exc}")
             counts.files += 1
-        baseline = Baseline(
-            path,
-            fingerprint=context.fingerprint,
-            learn_windows=context.learn_windows,
-            quantile=context.settings.baseline.quantile,
-        )
+        baseline = context.baseline.new()
         baseline.learn_all(np.asarray(vectors, dtype=np.float64).reshape(-1, len(novelty.NAMES)))
     say(
         f"read {counts.files - counts.failed} of {counts.files} files: {counts.windows} windows,"
@@ -218,5 +194,5 @@ def _learnable(
         if score >= threshold and not all_windows:
             counts.anomalous += 1
             continue
-        kept.append(novelty_vector(window.physics, context.line_hz))
+        kept.append(novelty_vector(window.physics, context.baseline.line_hz))
     return kept

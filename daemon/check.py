@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from daemon import config
-from daemon.analyse.baseline import Baseline, BaselineError, fingerprint, learn_windows_for
+from daemon.analyse.baseline import BaselineError
 from daemon.analyse.model import Model
 from daemon.deliver.publish import connect_and_wait, make_client
 from daemon.errors import CoronaError
 from daemon.listen.capture import list_input_devices, resolve_input_device
-from daemon.pipeline import load_model, runtime_spec
+from daemon.pipeline import baseline_terms, load_model, runtime_spec
 
 BROKER_TIMEOUT_S: Final = 5.0
 
@@ -90,16 +90,8 @@ def _baseline_line(settings: config.Settings, model: Model) -> str:
     path = settings.baseline_path
     if not path.exists():
         return f"baseline: none yet at {path}; learning starts at the first window"
-    spec = runtime_spec(settings, model)
-    line = spec.line_setting if spec.physics else settings.features.line_hz
-    hop_s = settings.window.hop_s if settings.window.hop_s is not None else spec.window_s
     try:
-        found = Baseline.load(
-            path,
-            fingerprint=fingerprint(spec, line),
-            learn_windows=learn_windows_for(settings.baseline.learn_h, hop_s),
-            quantile=settings.baseline.quantile,
-        )
+        found = baseline_terms(settings, model).load()
     except BaselineError as err:
         return f"{err}; the daemon will move it aside and learn again"
     return f"baseline: {found.state}, {found.windows} of {found.learn_windows} windows ({path})"

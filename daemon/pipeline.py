@@ -33,6 +33,7 @@ from daemon.analyse.baseline import (
 )
 from daemon.analyse.featurespec import FeatureSpec, resolve
 from daemon.analyse.model import Model
+from daemon.analyse.physics import LineSetting
 from daemon.analyse.verdict import Verdict
 from daemon.config import AlarmSource, Settings
 from daemon.constants import SAMPLE_RATE
@@ -93,6 +94,61 @@ def _resolve(settings: Settings, spec: FeatureSpec, model_name: str) -> FeatureS
     )
 
 
+def report_line_hz(settings: Settings, spec: FeatureSpec) -> LineSetting:
+    """The line frequency physics are read at: the model's, or for a model without a physics
+    block the configured one (verdicts carry physics either way)."""
+    return spec.line_setting if spec.physics else settings.features.line_hz
+
+
+def hop_s(settings: Settings, spec: FeatureSpec) -> float:
+    """Seconds between window starts: `window.hop_s`, else back to back."""
+    return settings.window.hop_s if settings.window.hop_s is not None else spec.window_s
+
+
+@dataclass(frozen=True)
+class BaselineTerms:
+    """What a baseline file must match and aim for under these settings and this model."""
+
+    path: Path
+    fingerprint: dict[str, Any]
+    learn_windows: int
+    quantile: float
+    line_hz: LineSetting
+
+    def load(self) -> Baseline:
+        """The file as it is (BaselineError when it cannot be used)."""
+        return Baseline.load(self.path, **self._kwargs())
+
+    def open(self) -> Baseline:
+        """The daemon's start-up (`Baseline.open`: a foreign or damaged file is moved aside)."""
+        return Baseline.open(self.path, **self._kwargs())
+
+    def new(self) -> Baseline:
+        """An empty baseline (import learns it from files)."""
+        return Baseline(self.path, **self._kwargs())
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "learn_windows": self.learn_windows,
+            "quantile": self.quantile,
+        }
+
+
+def baseline_terms(settings: Settings, model: Model) -> BaselineTerms:
+    """The one derivation of the baseline's fingerprint and learning target (daemon, replay,
+    check-config and `corona-monitor baseline`)."""
+    spec = runtime_spec(settings, model)
+    line = report_line_hz(settings, spec)
+    return BaselineTerms(
+        path=settings.baseline_path,
+        fingerprint=fingerprint(spec, line),
+        learn_windows=learn_windows_for(settings.baseline.learn_h, hop_s(settings, spec)),
+        quantile=settings.baseline.quantile,
+        line_hz=line,
+    )
+
+
 def open_baseline(settings: Settings, model: Model, *, shared: bool = False) -> Baseline | None:
     """The node's on-site baseline for this model's features (None when disabled), locked for
     this process. When another process holds it: `shared` (replay) scores with it without
@@ -107,15 +163,7 @@ def open_baseline(settings: Settings, model: Model, *, shared: bool = False) -> 
             raise
         log.warning("baseline_shared", path=str(settings.baseline_path), learning="off")
         readonly = True
-    spec = runtime_spec(settings, model)
-    line = spec.line_setting if spec.physics else settings.features.line_hz
-    hop_s = settings.window.hop_s if settings.window.hop_s is not None else spec.window_s
-    baseline = Baseline.open(
-        settings.baseline_path,
-        fingerprint=fingerprint(spec, line),
-        learn_windows=learn_windows_for(settings.baseline.learn_h, hop_s),
-        quantile=settings.baseline.quantile,
-    )
+    baseline = baseline_terms(settings, model).open()
     baseline.readonly = readonly
     return baseline
 
@@ -169,13 +217,11 @@ class Pipeline:
         )
         self.spec = runtime_spec(settings, model)
         # Physics are reported at the configured line frequency even for a model without them.
-        self._line_hz = self.spec.line_setting if self.spec.physics else settings.features.line_hz
+        self._line_hz = report_line_hz(settings, self.spec)
         self._windower = Windower(
             sample_rate=SAMPLE_RATE,
             length_s=self.spec.window_s,
-            hop_s=settings.window.hop_s
-            if settings.window.hop_s is not None
-            else self.spec.window_s,
+            hop_s=hop_s(settings, self.spec),
             n_fft=self.spec.n_fft,
             hop_length=self.spec.hop_length,
         )

@@ -232,6 +232,36 @@ class FitReport:
     """Of `files`, how many the model was trained on (the rest are the test part)."""
 
 
+def featurize_data(
+    dataset: data.DataSet,
+    *,
+    window_s: float | None,
+    cache_dir: Path | None,
+    strict: bool,
+    say: Say,
+) -> featurize.FeatureSet:
+    """The windows of every file of `dataset` (back to back, `window_s` or the daemon's 30 s),
+    with the counts and skipped files said as they are: the first step of every fit."""
+    settings = (
+        featurize.WindowSettings()
+        if window_s is None
+        else featurize.WindowSettings(window_s=window_s, hop_s=window_s)
+    )
+    say(f"featurizing {len(dataset.files)} files ({dataset.source})")
+    feats = featurize.featurize(
+        dataset.files, settings=settings, cache_dir=cache_dir, strict=strict
+    )
+    stats = feats.stats
+    # audio_reads counts the failed reads too: the three parts add up to the files.
+    say(
+        f"features of {stats.files} files: {stats.audio_reads - len(stats.failures)} decoded,"
+        f" {stats.cache_hits} from cache, {len(stats.failures)} skipped ({stats.seconds:.1f} s)"
+    )
+    for failure in stats.failures:
+        say(f"  skipped {failure.name}: {failure.reason}")
+    return feats
+
+
 def fit(
     data_dir: Path,
     run_dir: Path,
@@ -253,23 +283,8 @@ def fit(
     started = time.monotonic()
     dataset = data.discover(data_dir)
     dataset.require_both_classes()
-    settings = (
-        featurize.WindowSettings()
-        if window_s is None
-        else featurize.WindowSettings(window_s=window_s, hop_s=window_s)
-    )
-    say(f"featurizing {len(dataset.files)} files ({dataset.source})")
-    feats = featurize.featurize(
-        dataset.files, settings=settings, cache_dir=cache_dir, strict=strict
-    )
-    stats = feats.stats
-    # audio_reads counts the failed reads too: the three parts add up to the files.
-    say(
-        f"features of {stats.files} files: {stats.audio_reads - len(stats.failures)} decoded,"
-        f" {stats.cache_hits} from cache, {len(stats.failures)} skipped ({stats.seconds:.1f} s)"
-    )
-    for failure in stats.failures:
-        say(f"  skipped {failure.name}: {failure.reason}")
+    feats = featurize_data(dataset, window_s=window_s, cache_dir=cache_dir, strict=strict, say=say)
+    settings, stats = feats.settings, feats.stats
     kept = data.DataSet(
         root=dataset.root, files=tuple(f.file for f in feats.files), source=dataset.source
     )

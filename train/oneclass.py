@@ -33,7 +33,7 @@ from daemon.analyse.featurespec import FeatureSpec, PhysicsSpec
 from daemon.analyse.physics import LineSetting
 from daemon.errors import DataError
 from train import data, featurize, splits
-from train.fit import FitReport, Say, _quiet, setup_tensorflow
+from train.fit import FitReport, Say, _quiet, featurize_data, setup_tensorflow
 from train.runrecord import METRICS_FILE, MODEL_FILE, Calibration, RunRecord, write_json
 from train.scoring import evaluate
 
@@ -163,21 +163,11 @@ def fit_normal_only(
             f"{dataset.root}: --normal-only learns from normal files and found none"
             f" ({per_label['anomalous']} anomalous: those are only used for evaluation)"
         )
-    settings = (
-        featurize.WindowSettings()
-        if window_s is None
-        else featurize.WindowSettings(window_s=window_s, hop_s=window_s)
-    )
-    say(f"featurizing {len(dataset.files)} files ({dataset.source})")
-    feats = featurize.featurize(
-        dataset.files, settings=settings, cache_dir=cache_dir, strict=strict
-    )
-    for failure in feats.stats.failures:
-        say(f"  skipped {failure.name}: {failure.reason}")
+    feats = featurize_data(dataset, window_s=window_s, cache_dir=cache_dir, strict=strict, say=say)
     if not any(f.file.label == 0 for f in feats.files):
         raise DataError(f"{dataset.root}: no readable normal file")
     setup_tensorflow(seed)
-    spec = one_class_spec(settings.window_s, line_hz)
+    spec = one_class_spec(feats.settings.window_s, line_hz)
     _, labels, window_files = feats.stacked()
     raw = feats.vectors(spec)
     inputs = spec.model_input(raw)
@@ -208,6 +198,10 @@ def fit_normal_only(
     if not np.allclose(scores, reference, atol=1e-4):
         raise DataError("one-class: the Keras layers disagree with daemon.analyse.novelty (a bug)")
     test_mask = ~train_mask
+    # Files per class among those read (skipped ones left out), as the supervised fit counts.
+    read_per_label = data.DataSet(
+        root=dataset.root, files=tuple(f.file for f in feats.files), source=dataset.source
+    ).per_label()
     test = evaluate(labels[test_mask], scores[test_mask], window_files[test_mask], 0.5)
     _write_run_dir(
         run_dir,
@@ -226,16 +220,14 @@ def fit_normal_only(
         data_dir=data_dir,
         command=command,
         train_files=len(train_files),
+        per_label=read_per_label,
     )
     return FitReport(
         run_dir=run_dir,
         preset=KIND,
         files=len(feats.files),
         windows=len(labels),
-        per_label={
-            name: int(sum(f.file.label == label for f in feats.files))
-            for label, name in enumerate(data.CLASSES)
-        },
+        per_label=read_per_label,
         skipped=list(feats.stats.failures),
         feature_stats=feats.stats,
         test=test,
@@ -263,6 +255,7 @@ def _write_run_dir(
     data_dir: Path,
     command: str,
     train_files: int,
+    per_label: dict[str, int],
 ) -> None:
     """RUN_DIR as the supervised fit writes it (export reads it the same way), plus `kind`
     and the `one_class` block."""
@@ -278,10 +271,6 @@ def _write_run_dir(
         all_labels=labels,
         all_files=names[window_files],
     ).write(run_dir)
-    per_label = {
-        name: int(sum(f.file.label == label for f in feats.files))
-        for label, name in enumerate(data.CLASSES)
-    }
     one_class = {
         "method": "one-sided Gaussian, OAS-shrunk correlation (daemon/analyse/novelty.py)",
         "names": list(novelty.NAMES),
