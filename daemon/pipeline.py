@@ -274,6 +274,7 @@ class Pipeline:
             label_by=label_by,
             baseline=reading,
             extra=extra,
+            sensor=sensor,
         )
         stored = self._sink.store(built)
         if not isinstance(stored, Verdict):  # a Sink returns what it was given, stamped

@@ -193,7 +193,7 @@ class Baseline:
         self.learn_windows = max(1, len(rows))
         for vector in rows:
             self._add(vector)
-        self._finish()
+        self._try_fit(force=True)  # ready if there is enough to fit, whatever learn_h asked
         self.save()
 
     def _learn(self, vector: np.ndarray) -> None:
@@ -207,10 +207,6 @@ class Baseline:
         half = (self.windows // self.block_windows) % 2
         self._halves[half].add(vector)
         self.windows += 1
-
-    def _finish(self) -> None:
-        """After an import: ready if there is enough to fit, whatever learn_h asked for."""
-        self._try_fit(force=True)
 
     def _try_fit(self, *, force: bool = False) -> None:
         need = novelty.min_windows(len(novelty.NAMES))

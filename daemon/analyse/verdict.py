@@ -160,11 +160,13 @@ def build(
     label_by: str = "classifier",
     baseline: Reading = OFF,
     extra: Mapping[str, Any] | None = None,
+    sensor: SensorState | None = None,
 ) -> Verdict:
     """The verdict of one scored window (no seq yet); ``physics`` at ``line_hz``.
 
     ``label`` defaults to the model's (score >= threshold); the pipeline passes the label of the
-    configured rule (`alarm.use`) and ``label_by``, the rule that decided it."""
+    configured rule (`alarm.use`) and ``label_by``, the rule that decided it, and the window's
+    ``sensor`` state it already judged (else it is judged here)."""
     start, end = window_times(window, stream_start)
     if label is None:
         label = "anomalous" if score >= threshold else "normal"
@@ -181,7 +183,7 @@ def build(
         clipped=round(float(window.clipped), 6),
         overflows=int(overflows),
         source=source,
-        sensor=sensor_state(window),
+        sensor=sensor_state(window) if sensor is None else sensor,
         physics=window.physics.select(line_hz).as_dict(),
         baseline=baseline,
         extra=dict(extra or {}),
