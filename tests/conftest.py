@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 import structlog
 
+# Fixture modules import each other (live_daemon uses microphone): mark the package for assert
+# rewriting before any is imported, or the first import beats its plugin registration.
+pytest.register_assert_rewrite("tests.fixtures", "tests.daemon_runs")
+
 pytest_plugins = sorted(
     f"tests.fixtures.{path.stem}"
     for path in (Path(__file__).parent / "fixtures").glob("*.py")

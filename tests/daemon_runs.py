@@ -1,13 +1,22 @@
-"""Helpers for tests that run corona-monitor as a real process: configs, WAVs, output parsing."""
+"""Helpers for tests that run corona-monitor as a real process: configs, WAVs, output parsing.
+
+The one harness for a daemon process: `run_monitor` runs a command to its end, `MonitorProcess`
+keeps one running (stdout JSON lines collected as they come, the JSON log kept in a file), and
+`wait_until` is the one way a test waits for an event instead of sleeping.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Final
 
 import numpy as np
 import soundfile as sf
@@ -16,6 +25,9 @@ import yaml
 from daemon.constants import SAMPLE_RATE
 
 MONITOR = [sys.executable, "-m", "daemon.cli"]
+WAIT_S: Final = 30.0
+"""Upper bound for one wait: runs take a few seconds, the CI machine is shared and may be busy."""
+POLL_S: Final = 0.05
 
 
 def write_config(folder: Path, model: Path, **sections: Any) -> Path:
@@ -69,3 +81,116 @@ def run_monitor(
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def wait_until(
+    predicate: Callable[[], bool],
+    what: str,
+    *,
+    timeout_s: float = WAIT_S,
+    process: MonitorProcess | None = None,
+) -> None:
+    """Poll predicate until it holds; AssertionError naming what after timeout_s.
+
+    With process, fail as soon as that process has exited (with the tail of its log) instead of
+    waiting out the timeout for something it can no longer do.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if process is not None and process.process.poll() is not None and not predicate():
+            raise AssertionError(
+                f"{what}: the daemon exited ({process.process.returncode}); log:\n{process.log()}"
+            )
+        if time.monotonic() >= deadline:
+            detail = f"; log:\n{process.log()}" if process is not None else ""
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{detail}")
+        time.sleep(POLL_S)
+
+
+class MonitorProcess:
+    """One `corona-monitor ARGS` process (`python -m daemon.cli`) left running.
+
+    stderr, the JSON log, goes to log_path; stdout JSON lines (replay's verdicts) are collected
+    on a thread into `lines` as they come, or discarded with collect_stdout=False.
+    """
+
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        collect_stdout: bool = True,
+    ) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.lines: list[dict[str, Any]] = []
+        self.process = subprocess.Popen(
+            [*MONITOR, *args],
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE if collect_stdout else subprocess.DEVNULL,
+            stderr=self._log,
+            text=True,
+        )
+        self._reader: threading.Thread | None = None
+        if collect_stdout:
+            assert self.process.stdout is not None
+            self._reader = threading.Thread(target=self._read, args=(self.process.stdout,))
+            self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            if line.strip():
+                self.lines.append(json.loads(line))
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every JSON log line so far (a partly written last line is skipped)."""
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                out.append(event)
+        return out
+
+    def events_named(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.events() if e.get("event") == name]
+
+    def wait_event(self, name: str, timeout_s: float = WAIT_S) -> dict[str, Any]:
+        """The first log event called name; AssertionError (with the log) after timeout_s."""
+        wait_until(lambda: bool(self.events_named(name)), f"a {name!r} event",
+                   timeout_s=timeout_s, process=self)  # fmt: skip
+        return self.events_named(name)[0]
+
+    def wait_lines(self, count: int) -> None:
+        wait_until(lambda: len(self.lines) >= count, f"{count} lines on stdout", process=self)
+
+    def log(self, tail: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:]
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
+        """Send signum; (exit status, seconds until the process was gone)."""
+        started = time.monotonic()
+        self.process.send_signal(signum)
+        code = self.process.wait(timeout=WAIT_S)
+        return code, time.monotonic() - started
+
+    def finish(self, timeout_s: float = WAIT_S) -> int:
+        """Wait for the process to end by itself (replay); its exit status."""
+        try:
+            return self.process.wait(timeout_s)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Kill the process if it still runs and release its files (safe to call twice)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self._reader is not None:
+            self._reader.join(WAIT_S)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log.close()

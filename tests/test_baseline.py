@@ -27,8 +27,8 @@ from daemon.analyse.baseline import (
 )
 from daemon.constants import SAMPLE_RATE
 from daemon.pipeline import decide
-from tests.daemon_runs import MONITOR, json_lines, run_monitor, write_config
-from tests.fixtures.live_daemon import Rig, set_threshold, wait_until
+from tests.daemon_runs import MONITOR, json_lines, run_monitor, wait_until, write_config
+from tests.fixtures.live_daemon import Rig, set_threshold
 from train.synth import corona
 from train.synth.scene import synthesize_clip
 
@@ -171,7 +171,9 @@ class TestCrashSafety:
         cfg = rig.config(threshold=1.0, window={"length_s": 0.5}, baseline={"learn_h": 1.0})
         daemon = rig.start(cfg)
         path = rig.folder / "baseline.npz"
-        wait_until(lambda: path.exists() and _stored(rig.folder).windows >= 3, 30, "3 learned")
+        wait_until(
+            lambda: path.exists() and _stored(rig.folder).windows >= 3, "3 learned", timeout_s=30
+        )
         seen = _stored(rig.folder).windows
         daemon.process.send_signal(signal.SIGKILL)
         daemon.process.wait(timeout=10)

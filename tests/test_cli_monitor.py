@@ -15,14 +15,20 @@ from typing import Any
 import yaml
 
 from daemon import schemas
-from tests.daemon_runs import mqtt_section, noisy_clip, run_monitor, write_config, write_wav
+from tests.daemon_runs import (
+    mqtt_section,
+    noisy_clip,
+    run_monitor,
+    wait_until,
+    write_config,
+    write_wav,
+)
 from tests.fixtures.live_daemon import (
     STOP_LIMIT_S,
     TOPICS,
     Rig,
     set_threshold,
     verdicts,
-    wait_until,
 )
 
 
@@ -107,7 +113,7 @@ class TestUnreachableBroker:
             return any(e["outbox_depth"] >= 4 for e in health)
 
         # An event, not a pause: on a loaded machine the windows take longer to come.
-        wait_until(kept_four, 60, "a health report with 4 verdicts kept in the outbox")
+        wait_until(kept_four, "a health report with 4 verdicts kept in the outbox", timeout_s=60)
         assert daemon.process.poll() is None, daemon.log()
         assert "Traceback" not in daemon.log()
 
@@ -119,7 +125,7 @@ class TestUnreachableBroker:
             sub = rig.watch("verdict")
         finally:
             daemon.process.send_signal(signal.SIGCONT)
-        wait_until(lambda: len(verdicts(sub.messages)) >= 4, 15, "the kept verdicts")
+        wait_until(lambda: len(verdicts(sub.messages)) >= 4, "the kept verdicts", timeout_s=15)
         first = verdicts(sub.messages)[:4]
         for v in first:
             schemas.validate("verdict", v)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from daemon.analyse.model import Model
-from tests.daemon_runs import run_monitor, write_config
-from tests.fixtures.live_daemon import TOPICS, Rig, verdicts, wait_until
+from tests.daemon_runs import run_monitor, wait_until, write_config
+from tests.fixtures.live_daemon import TOPICS, Rig, verdicts
 from tests.test_train_cli import _assert_one_clear_line, _noise_wav, _run
 from train.evaluation import evaluate_tflite
 from train.synth import synthesize
@@ -100,7 +100,7 @@ class TestDaemonScoresIt:
         rig.model_path = normal_run["model"]
         watcher = rig.watch("verdict")
         rig.start(rig.config(window={"length_s": 1.0}))
-        wait_until(lambda: len(verdicts(watcher.messages)) >= 2, 30, "two verdicts")
+        wait_until(lambda: len(verdicts(watcher.messages)) >= 2, "two verdicts", timeout_s=30)
         first: dict[str, Any] = verdicts(watcher.messages)[0]
         assert first["model"]["kind"] == "one-class"
         assert first["label"] == ("anomalous" if first["score"] >= 0.5 else "normal")

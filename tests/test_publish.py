@@ -25,6 +25,7 @@ from daemon import schemas
 from daemon.config import MqttSettings, TlsSettings
 from daemon.deliver.publish import KINDS, Publisher, parse_topic, topics
 from daemon.errors import ConfigError
+from tests.daemon_runs import wait_until
 from tests.fixtures.broker import Broker, Subscriber, TlsFiles
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,15 +129,6 @@ def events(buffer: io.StringIO, name: str) -> list[dict[str, Any]]:
         if record["event"] == name:
             found.append(record)
     return found
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = ACK_TIMEOUT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def wait_retained_status(sub: Subscriber, value: str) -> None:
@@ -302,7 +294,7 @@ class TestPublish:
         for thread in threads:
             thread.join()
         assert None not in mids
-        assert wait_until(lambda: len(acked) == 500)
+        wait_until(lambda: len(acked) == 500, "500 acks", timeout_s=ACK_TIMEOUT_S)
         assert sorted(acked) == list(range(500))
         assert pub.pending_count == 0
 
@@ -361,7 +353,9 @@ class TestReconnect:
         pub = publisher(plain(broker))
         assert pub.wait_connected(ACK_TIMEOUT_S)
         broker.stop()
-        assert wait_until(lambda: not pub.connected)
+        wait_until(
+            lambda: not pub.connected, "the lost connection noticed", timeout_s=ACK_TIMEOUT_S
+        )
         broker.start()
         assert pub.wait_connected(ACK_TIMEOUT_S)
         wait_retained_status(subscribe(broker, T.status), "online")
@@ -376,7 +370,7 @@ class TestReconnect:
         broker = broker_factory(start=False)
         pub = publisher(plain(broker))
         # Several failed attempts (1 s backoff) must still be one log line.
-        assert wait_until(lambda: pub.connect_failures >= 3, timeout_s=30)
+        wait_until(lambda: pub.connect_failures >= 3, "three failed connects")
         assert not pub.connected
         broker.start()
         assert pub.wait_connected(ACK_TIMEOUT_S)
@@ -504,7 +498,11 @@ class TestSecurity:
         acked = threading.Event()
         good.publish("verdict", json.dumps(verdict(9)), qos=1, on_ack=acked.set)
         assert acked.wait(ACK_TIMEOUT_S)
-        assert wait_until(lambda: bool(events(log_text, "mqtt_connection_refused")))
+        wait_until(
+            lambda: bool(events(log_text, "mqtt_connection_refused")),
+            "the refusal logged",
+            timeout_s=ACK_TIMEOUT_S,
+        )
         good.close()
         bad.close()
         text = log_text.getvalue()

@@ -12,26 +12,18 @@ The ALSA file microphone is not paced (about 200x real time here), so live runs 
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import sqlite3
-import subprocess
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from daemon import schemas
-from tests.daemon_runs import MONITOR, noisy_clip, write_config, write_wav
-from tests.fixtures.broker import Broker
+from tests.daemon_runs import MonitorProcess, noisy_clip, wait_until, write_config, write_wav
+from tests.fixtures.broker import Broker, Subscriber
 from tests.fixtures.microphone import MicEnv
 
 NODE = "test-node"
@@ -39,9 +31,6 @@ VERDICTS = f"corona/v1/{NODE}/verdict"
 HEALTH = f"corona/v1/{NODE}/health"
 OUTAGE_WINDOWS = 20
 """Windows that must pass while the broker is down (the issue's N)."""
-WAIT_S = 30.0
-"""Upper bound for any single wait below; runs take a few seconds, the CI machine is shared."""
-POLL_S = 0.05
 LIVE_AUDIO = {"block_s": 0.005, "ring_s": 60}
 LIVE_WINDOW_S = 10.0
 """Seconds per live window: the unpaced file device then gives ~25 windows a second."""
@@ -52,140 +41,29 @@ REPLAY_WINDOW_S = 0.1
 # -- helpers -----------------------------------------------------------------------------------
 
 
-@dataclass
 class ControlRoom:
-    """A subscriber with a persistent session: the broker queues for it while it is away."""
+    """The node's topics seen by a subscriber with a persistent session (tests.fixtures.broker's
+    Subscriber, clean_session off): the broker queues for it while it is away."""
 
-    broker: Broker
-    topic_filter: str = f"corona/v1/{NODE}/#"
-    client_id: str = field(default_factory=lambda: f"control-{uuid.uuid4().hex[:8]}")
-    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._cond = threading.Condition()
-        self._subscribed = threading.Event()
-        self._client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            clean_session=False,
-        )
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = lambda *_a: self._subscribed.set()
-        self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(1, 1)
-        self._client.connect(self.broker.host, self.broker.port, keepalive=30)
-        self._client.loop_start()
-        assert self._subscribed.wait(WAIT_S), "no SUBACK"
-
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        if not rc.is_failure:
-            client.subscribe(self.topic_filter, qos=1)
-
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        with self._cond:
-            self.messages.append(
-                (msg.topic, json.loads(msg.payload) if msg.payload[:1] == b"{" else {})
-            )
-            self._cond.notify_all()
+    def __init__(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
 
     def verdicts(self) -> list[dict[str, Any]]:
-        with self._cond:
-            return [body for topic, body in self.messages if topic == VERDICTS]
+        return list(self.subscriber.bodies(VERDICTS))
 
     def health(self) -> list[dict[str, Any]]:
-        with self._cond:
-            return [body for topic, body in self.messages if topic == HEALTH]
-
-    def wait_until(self, predicate: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + WAIT_S
-        with self._cond:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"{what}: not within {WAIT_S} s")
-                self._cond.wait(min(left, 0.5))
+        return list(self.subscriber.bodies(HEALTH))
 
     def seqs(self) -> set[int]:
         return {v["seq"] for v in self.verdicts()}
 
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
 
 @pytest.fixture
-def control_room() -> Iterator[Callable[[Broker], ControlRoom]]:
-    made: list[ControlRoom] = []
-
+def control_room(subscribe: Callable[..., Subscriber]) -> Callable[[Broker], ControlRoom]:
     def make(broker: Broker) -> ControlRoom:
-        made.append(ControlRoom(broker))
-        return made[-1]
+        return ControlRoom(subscribe(broker, f"corona/v1/{NODE}/#", persistent=True))
 
-    yield make
-    for room in made:
-        room.close()
-
-
-class Daemon:
-    """One corona-monitor process; stdout lines are collected on a thread as they come."""
-
-    def __init__(self, args: list[str], *, env: dict[str, str] | None = None, log: Path) -> None:
-        self.log_path = log
-        self._log = log.open("w", encoding="utf-8")
-        self.process = subprocess.Popen(
-            [*MONITOR, *args],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.lines: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,))
-        self._reader.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            if line.strip():
-                self.lines.append(json.loads(line))
-
-    def wait_lines(self, count: int) -> None:
-        wait_for(lambda: len(self.lines) >= count, f"{count} verdicts on stdout", self)
-
-    def finish(self, timeout_s: float = WAIT_S) -> int:
-        try:
-            code = self.process.wait(timeout_s)
-        finally:
-            self.kill()
-        return code
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.finish()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._reader.join(WAIT_S)
-        self._log.close()
-
-    def events(self) -> list[dict[str, Any]]:
-        text = self.log_path.read_text(encoding="utf-8")
-        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-
-    def stderr(self) -> str:
-        return self.log_path.read_text(encoding="utf-8")
-
-
-def wait_for(predicate: Callable[[], bool], what: str, daemon: Daemon | None = None) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        if daemon is not None and daemon.process.poll() is not None and not predicate():
-            raise AssertionError(f"{what}: the daemon exited; stderr: {daemon.stderr()[-3000:]}")
-        if time.monotonic() > deadline:
-            detail = daemon.stderr()[-3000:] if daemon is not None else ""
-            raise AssertionError(f"{what}: not within {WAIT_S} s {detail}")
-        time.sleep(POLL_S)
+    return make
 
 
 def outbox_seq(path: Path) -> int:
@@ -271,11 +149,12 @@ class TestOutageDuringReplay:
         cfg = write_config(
             tmp_path, model_path, window={"length_s": REPLAY_WINDOW_S}, mqtt=mqtt_settings(broker)
         )
-        daemon = Daemon(
-            ["--config", str(cfg), "--replay", "--realtime", str(wav)], log=tmp_path / "err.log"
+        daemon = MonitorProcess(
+            ["--config", str(cfg), "--replay", "--realtime", str(wav)],
+            log_path=tmp_path / "err.log",
         )
         try:
-            room.wait_until(lambda: len(room.verdicts()) >= 5, "live verdicts before the outage")
+            wait_until(lambda: len(room.verdicts()) >= 5, "live verdicts before the outage")
             broker.stop()
             outage_from = len(daemon.lines)
             outage_started = time.monotonic()
@@ -283,11 +162,11 @@ class TestOutageDuringReplay:
             outage_to = len(daemon.lines)
             broker.start()
             outage_s = time.monotonic() - outage_started
-            assert daemon.finish() == 0, daemon.stderr()[-3000:]
+            assert daemon.finish() == 0, daemon.log()
         finally:
-            daemon.kill()
+            daemon.close()
         printed = [v["seq"] for v in daemon.lines]
-        room.wait_until(lambda: room.seqs() >= set(printed), "every printed verdict")
+        wait_until(lambda: room.seqs() >= set(printed), "every printed verdict")
 
         received = room.verdicts()
         for v in received:
@@ -327,23 +206,29 @@ class TestOutageDuringLiveCapture:
         alsa_mic.write(noisy_clip(3.0, seed=12))
         cfg = live_config(tmp_path, model_path, alsa_mic, broker)
         outbox = tmp_path / "outbox.sqlite"
-        daemon = Daemon(["--config", str(cfg)], env=alsa_mic.env, log=tmp_path / "err.log")
+        daemon = MonitorProcess(
+            ["--config", str(cfg)], env=alsa_mic.env, log_path=tmp_path / "err.log"
+        )
         try:
-            room.wait_until(lambda: len(room.verdicts()) >= 3, "live verdicts before the outage")
+            wait_until(lambda: len(room.verdicts()) >= 3, "live verdicts before the outage")
             broker.stop()
             outage_started = time.monotonic()
             stopped_at = outbox_seq(outbox)
-            wait_for(lambda: outbox_seq(outbox) > stopped_at + OUTAGE_WINDOWS, "20 windows", daemon)
+            wait_until(
+                lambda: outbox_seq(outbox) > stopped_at + OUTAGE_WINDOWS,
+                "20 windows",
+                process=daemon,
+            )
             back_at = outbox_seq(outbox)
             broker.start()
             outage_s = time.monotonic() - outage_started
-            room.wait_until(
+            wait_until(
                 lambda: room.seqs() >= set(range(1, back_at + 1)), "every verdict of the outage"
             )
-            room.wait_until(lambda: max(room.seqs()) > back_at + 10, "live verdicts again")
-            assert daemon.terminate() == 0, daemon.stderr()[-3000:]
+            wait_until(lambda: max(room.seqs()) > back_at + 10, "live verdicts again")
+            assert daemon.stop()[0] == 0, daemon.log()
         finally:
-            daemon.kill()
+            daemon.close()
         last = outbox_seq(outbox)
         received = room.verdicts()
         for v in received:
@@ -379,25 +264,31 @@ class TestCrashDuringOutage:
         alsa_mic.write(noisy_clip(3.0, seed=13))
         cfg = live_config(tmp_path, model_path, alsa_mic, broker)
         outbox = tmp_path / "outbox.sqlite"
-        first = Daemon(["--config", str(cfg)], env=alsa_mic.env, log=tmp_path / "first.log")
+        first = MonitorProcess(
+            ["--config", str(cfg)], env=alsa_mic.env, log_path=tmp_path / "first.log"
+        )
         try:
-            wait_for(lambda: outbox_seq(outbox) >= OUTAGE_WINDOWS, "20 queued verdicts", first)
+            wait_until(
+                lambda: outbox_seq(outbox) >= OUTAGE_WINDOWS, "20 queued verdicts", process=first
+            )
         finally:
             first.process.send_signal(signal.SIGKILL)
-            first.kill()
+            first.close()
         assert first.process.returncode == -signal.SIGKILL
         crashed_at = outbox_seq(outbox)
         queued = outbox_rows(outbox)
         assert queued == list(range(1, crashed_at + 1))  # every committed verdict survived
 
         broker.start()
-        second = Daemon(["--config", str(cfg)], env=alsa_mic.env, log=tmp_path / "second.log")
+        second = MonitorProcess(
+            ["--config", str(cfg)], env=alsa_mic.env, log_path=tmp_path / "second.log"
+        )
         try:
-            room.wait_until(lambda: room.seqs() >= set(queued), "the crashed run's verdicts")
-            room.wait_until(lambda: max(room.seqs()) > crashed_at + 5, "the new run's verdicts")
-            assert second.terminate() == 0, second.stderr()[-3000:]
+            wait_until(lambda: room.seqs() >= set(queued), "the crashed run's verdicts")
+            wait_until(lambda: max(room.seqs()) > crashed_at + 5, "the new run's verdicts")
+            assert second.stop()[0] == 0, second.log()
         finally:
-            second.kill()
+            second.close()
         received = room.verdicts()
         assert_duplicates_are_copies(received)
         backlog = [v for v in first_arrivals(received) if v["seq"] <= crashed_at]
@@ -427,19 +318,21 @@ class TestOutboxFull:
         max_rows = 5
         cfg = live_config(tmp_path, model_path, alsa_mic, broker, outbox={"max_rows": max_rows})
         outbox = tmp_path / "outbox.sqlite"
-        daemon = Daemon(["--config", str(cfg)], env=alsa_mic.env, log=tmp_path / "err.log")
+        daemon = MonitorProcess(
+            ["--config", str(cfg)], env=alsa_mic.env, log_path=tmp_path / "err.log"
+        )
         try:
-            wait_for(lambda: outbox_seq(outbox) >= OUTAGE_WINDOWS, "20 windows", daemon)
+            wait_until(lambda: outbox_seq(outbox) >= OUTAGE_WINDOWS, "20 windows", process=daemon)
             back_at = outbox_seq(outbox)
             broker.start()
-            room.wait_until(
+            wait_until(
                 lambda: any(h["outbox_dropped"] >= back_at - max_rows for h in room.health()),
                 "health with the drops",
             )
-            room.wait_until(lambda: any(v["replayed"] for v in room.verdicts()), "the backlog")
-            assert daemon.terminate() == 0, daemon.stderr()[-3000:]
+            wait_until(lambda: any(v["replayed"] for v in room.verdicts()), "the backlog")
+            assert daemon.stop()[0] == 0, daemon.log()
         finally:
-            daemon.kill()
+            daemon.close()
         seqs = room.seqs()
         # At back_at the file held only the newest max_rows; everything older was dropped.
         assert min(seqs) > back_at - max_rows

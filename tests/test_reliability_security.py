@@ -13,11 +13,7 @@ A live daemon with wrong credentials keeps capturing, storing and retrying; it n
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +21,15 @@ from typing import Any
 import pytest
 
 from daemon import schemas
-from tests.daemon_runs import MONITOR, json_lines, noisy_clip, run_monitor, write_config, write_wav
+from tests.daemon_runs import (
+    MonitorProcess,
+    json_lines,
+    noisy_clip,
+    run_monitor,
+    wait_until,
+    write_config,
+    write_wav,
+)
 from tests.fixtures.broker import Broker, Subscriber, TlsFiles
 from tests.fixtures.microphone import MicEnv
 
@@ -43,8 +47,6 @@ topic read {PREFIX}/#
 """No pattern before the first `user` line: an anonymous client may read and write nothing."""
 DEBUG_JSON = {"level": "debug", "format": "json"}
 WAIT_S = 15.0
-ALIVE_S = 5.0
-"""How long the live daemon is watched retrying with a wrong password."""
 
 
 @pytest.fixture
@@ -80,6 +82,11 @@ def assert_no_secret(*outputs: str) -> None:
     for text in outputs:
         assert SECRET not in text
         assert WRONG not in text
+
+
+def refused_connacks(broker: Broker) -> list[str]:
+    """The broker's log lines for logins it refused (CONNACK return code 5, not authorised)."""
+    return re.findall(r"Sending CONNACK to \S+ \(0, 5\)", broker.log_text())
 
 
 def events(stderr: str) -> list[dict[str, Any]]:
@@ -199,36 +206,33 @@ class TestWrongCredentials:
             ),
             logging=DEBUG_JSON,
         )
-        with (tmp_path / "err.log").open("w+") as err:
-            daemon = subprocess.Popen(
-                [*MONITOR, "--config", str(cfg)],
-                env={**os.environ, **alsa_mic.env},
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
+        daemon = MonitorProcess(
+            ["--config", str(cfg)], env=alsa_mic.env, log_path=tmp_path / "err.log"
+        )
+        try:
+            # Retrying: each refused login is one CONNACK code 5 (only the daemon logs in here),
+            # about one a second (reconnect_max_s 1), while verdicts pile up in the outbox.
+            wait_until(
+                lambda: len(refused_connacks(secure_broker)) >= 3,
+                "three refused logins",
+                process=daemon,
             )
-            try:
-                time.sleep(ALIVE_S)
-                assert daemon.poll() is None, "a refused login must not end the daemon"
-                daemon.send_signal(signal.SIGTERM)
-                stdout, _ = daemon.communicate(timeout=WAIT_S)
-            finally:
-                if daemon.poll() is None:
-                    daemon.kill()
-                    daemon.wait()
-            err.seek(0)
-            stderr = err.read()
-        assert daemon.returncode == 0, stderr[-3000:]
+            wait_until(
+                lambda: any(e["outbox_depth"] > 0 for e in daemon.events_named("health")),
+                "a health report with verdicts kept in the outbox",
+                process=daemon,
+            )
+            assert daemon.process.poll() is None, "a refused login must not end the daemon"
+            code, _ = daemon.stop()
+        finally:
+            daemon.close()
+        stderr = daemon.log_path.read_text()
+        stdout = json.dumps(daemon.lines)
+        assert code == 0, stderr[-3000:]
         assert "Traceback" not in stderr
-        logged = events(stderr)
-        refusals = [e for e in logged if e["event"] == "mqtt_connection_refused"]
+        refusals = [e for e in events(stderr) if e["event"] == "mqtt_connection_refused"]
         assert len(refusals) == 1  # the same error is not repeated on every retry
         assert refusals[0]["username"] == NODE
-        # Only the daemon logs in to this broker: each refused login is one CONNACK code 5.
-        attempts = re.findall(r"Sending CONNACK to \S+ \(0, 5\)", secure_broker.log_text())
-        assert len(attempts) >= 3  # about one a second (reconnect_max_s 1)
-        health = [e for e in logged if e["event"] == "health"]
-        assert health[-1]["outbox_depth"] > 0  # verdicts kept for when the login works
         assert_no_secret(stdout, stderr)
 
 

@@ -10,11 +10,8 @@ once the server is continued.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -25,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_runs import MONITOR, write_config
+from tests.daemon_runs import MonitorProcess, write_config
 from tests.fixtures.microphone import PulseSink
 
 WATCHDOG_S = 2.0
@@ -118,34 +115,29 @@ class TestWatchdog:
             window={"length_s": 0.5},
         )
         env = {
-            **os.environ,
             **pulse_sink.env,
             "NOTIFY_SOCKET": str(notify_socket.path),
             "WATCHDOG_USEC": str(round(WATCHDOG_S * 1_000_000)),
         }
         err_log = tmp_path / "err.log"
-        with err_log.open("w") as err:
-            daemon = subprocess.Popen(
-                [*MONITOR, "--config", str(cfg)], env=env, stdout=subprocess.DEVNULL, stderr=err
-            )
-            try:
-                notify_socket.wait_for("READY=1")
-                # Steady pings (the pulse stream needs about 2 s to deliver its first block).
-                notify_socket.wait_for("WATCHDOG=1", count=3, after=time.monotonic())
-                pulse_sink.pause()
-                paused_at = time.monotonic()
-                time.sleep(STALL_S)
-                resumed_at, resumed_wall = time.monotonic(), time.time()
-                pulse_sink.resume()
-                notify_socket.wait_for("WATCHDOG=1", count=2, after=resumed_at)
-                assert daemon.poll() is None, "the daemon must survive a stalled device"
-                daemon.send_signal(signal.SIGTERM)
-                assert daemon.wait(WAIT_S) == 0
-            finally:
-                pulse_sink.resume()
-                if daemon.poll() is None:
-                    daemon.kill()
-                    daemon.wait()
+        daemon = MonitorProcess(
+            ["--config", str(cfg)], env=env, log_path=err_log, collect_stdout=False
+        )
+        try:
+            notify_socket.wait_for("READY=1")
+            # Steady pings (the pulse stream needs about 2 s to deliver its first block).
+            notify_socket.wait_for("WATCHDOG=1", count=3, after=time.monotonic())
+            pulse_sink.pause()
+            paused_at = time.monotonic()
+            time.sleep(STALL_S)  # the stimulus: a device that delivers nothing for STALL_S
+            resumed_at, resumed_wall = time.monotonic(), time.time()
+            pulse_sink.resume()
+            notify_socket.wait_for("WATCHDOG=1", count=2, after=resumed_at)
+            assert daemon.process.poll() is None, "the daemon must survive a stalled device"
+            assert daemon.stop()[0] == 0
+        finally:
+            pulse_sink.resume()
+            daemon.close()
 
         pings = notify_socket.times_of("WATCHDOG=1")
         quiet_from = paused_at + WATCHDOG_S + WATCHDOG_S / 2 + SLACK_S

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from daemon.constants import SAMPLE_RATE
 from daemon.listen import audio
 from daemon.listen.windows import windows_of
 from tests.daemon_runs import (
+    MonitorProcess,
     json_lines,
     mqtt_section,
     noisy_clip,
@@ -166,20 +168,19 @@ class TestReplayAgreesWithEvaluate:
 class TestRealtime:
     def test_realtime_paces_verdicts_at_1x(self, tmp_path: Path, model_path: Path) -> None:
         """With --realtime the last of 3 s of windows is printed no sooner than 3 s of audio."""
-        import subprocess
-        import sys
-        import time
-
         wav = write_wav(tmp_path / "clip.wav", noisy_clip(3.0, seed=8))
         cfg = write_config(tmp_path, model_path)
-        args = [sys.executable, "-m", "daemon.cli", "--config", str(cfg), "--replay", "--realtime"]
-        with subprocess.Popen([*args, str(wav)], stdout=subprocess.PIPE, text=True) as proc:
-            assert proc.stdout is not None
-            first = proc.stdout.readline()
+        replay = MonitorProcess(
+            ["--config", str(cfg), "--replay", "--realtime", str(wav)], log_path=tmp_path / "log"
+        )
+        try:
+            replay.wait_lines(1)
             started = time.monotonic()
-            second, third = proc.stdout.readline(), proc.stdout.readline()
+            replay.wait_lines(3)
             paced_s = time.monotonic() - started
-        assert proc.returncode == 0
-        assert len(json_lines(first + second + third)) == 3
+            assert replay.finish() == 0, replay.log()
+        finally:
+            replay.close()
+        assert len(replay.lines) == 3
         # The first window is printed after 1 s of audio, the third after 3 s: 2 s apart at 1x.
         assert paced_s >= 1.8

@@ -8,7 +8,6 @@ null sink is paced in real time and can be stopped under the daemon.
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from daemon import schemas
 from daemon.analyse.model import Model
 from daemon.constants import SAMPLE_RATE
 from daemon.listen.windows import windows_of
-from tests.daemon_runs import noisy_clip, write_wav
+from tests.daemon_runs import noisy_clip, wait_until, write_wav
 from tests.fixtures.broker import Received, Subscriber
 from tests.fixtures.live_daemon import (
     EVENT_TIMEOUT_S,
@@ -29,7 +28,6 @@ from tests.fixtures.live_daemon import (
     WINDOW_S,
     Rig,
     verdicts,
-    wait_until,
 )
 from tests.fixtures.microphone import INT16_FULL_SCALE, PulseSink, to_int16
 
@@ -44,7 +42,9 @@ class TestLiveEndToEnd:
         sub = rig.watch()
         daemon = rig.start()
         n_windows = round(2.0 / WINDOW_S)
-        wait_until(lambda: len(verdicts(sub.messages)) >= n_windows, EVENT_TIMEOUT_S, "verdicts")
+        wait_until(
+            lambda: len(verdicts(sub.messages)) >= n_windows, "verdicts", timeout_s=EVENT_TIMEOUT_S
+        )
         got = verdicts(sub.messages)[:n_windows]
         for v in got:
             schemas.validate("verdict", v)
@@ -166,7 +166,9 @@ class TestAlarm:
         rig.mic.write(noisy_clip(2.0, seed=11))
         sub = rig.watch()
         daemon = rig.start(rig.config(threshold=1.0))
-        wait_until(lambda: len(verdicts(sub.messages)) >= 4, EVENT_TIMEOUT_S, "4 verdicts")
+        wait_until(
+            lambda: len(verdicts(sub.messages)) >= 4, "4 verdicts", timeout_s=EVENT_TIMEOUT_S
+        )
         sub.on(f"{TOPICS}/health")
         assert {v["label"] for v in verdicts(sub.messages)} == {"normal"}
         assert not [m for m in sub.messages if m.topic == f"{TOPICS}/alarm"]
@@ -181,15 +183,14 @@ def health_with(sub: Subscriber, capture: str, after: int = 0) -> dict[str, Any]
             return False
         return bool(message.json()["capture"] == capture)
 
-    deadline = time.monotonic() + EVENT_TIMEOUT_S
-    while True:
-        for message in sub.messages[after:]:
-            if match(message):
-                schemas.validate("health", message.json())
-                return dict(message.json())
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"no health with capture {capture!r}")
-        time.sleep(0.05)
+    wait_until(
+        lambda: any(match(m) for m in sub.messages[after:]),
+        f"a health report with capture {capture!r}",
+        timeout_s=EVENT_TIMEOUT_S,
+    )
+    message = next(m for m in sub.messages[after:] if match(m))
+    schemas.validate("health", message.json())
+    return dict(message.json())
 
 
 class TestSensorFaults:

@@ -15,6 +15,7 @@ from daemon.config import MqttSettings, Settings
 from daemon.deliver.publish import Publisher
 from daemon.errors import PublishError
 from daemon.watch import NodeView, WatchState, apply_message, render_table, run_watch
+from tests.daemon_runs import wait_until
 from tests.fixtures.broker import Broker
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
@@ -191,7 +192,13 @@ class TestRunWatch:
                 target=lambda: result.append(run_watch(settings, "corona/v1", True, 2.0, out))
             )
             watcher.start()
-            time.sleep(1.0)  # the watcher has subscribed by now; verdicts are not retained
+            # Verdicts are not retained: publish only once the broker has granted the watcher's
+            # subscription (the publishers subscribe to nothing, so its SUBACK is the only one).
+            wait_until(
+                lambda: "Sending SUBACK" in broker.log_text(),
+                "the watcher's subscription",
+                timeout_s=ACK_TIMEOUT_S,
+            )
             end = datetime.now(UTC)
             alive.publish("verdict", verdict("tower-a", 5, end, "anomalous", 0.87))
             watcher.join(10)
