@@ -93,11 +93,6 @@ class Ring:
         return max(0, min(self._written - self._read, self.capacity_frames))
 
     @property
-    def frames_written(self) -> int:
-        """Frames the producer has written since creation."""
-        return self._written
-
-    @property
     def overflows(self) -> int:
         """How many times the consumer found that audio had been overwritten before it read it."""
         return self._overflows
