@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import structlog
@@ -180,6 +180,9 @@ def decide(
     return ("anomalous" if anomalous else "normal"), rule
 
 
+SENSOR_RULE: Final = "sensor"
+"""`label_by` of a window whose sensor state is not ok (the model was not asked to judge it)."""
+
 BASELINE_THRESHOLD = 0.5
 """The baseline's score is 0.5 exactly at its threshold distance
 (daemon.analyse.novelty.Threshold)."""
@@ -255,7 +258,13 @@ class Pipeline:
                 novelty_vector(window.physics, self._line_hz),
                 learn=sensor == "ok" and not classifier,
             )
+        label_by: str
         label, label_by = decide(self._settings.alarm.use, classifier=classifier, reading=reading)
+        if sensor != "ok":
+            # A dead, stuck or overdriven input says nothing about the tower: the model's score
+            # is kept for diagnosis, but the window never reads as corona (nor counts for the
+            # alarm: Alarm skips unusable windows).
+            label, label_by = "normal", SENSOR_RULE
         extra = dict(self._extra)
         if self._source == "replay":
             extra["offset_s"] = round(window.start_sample / SAMPLE_RATE, 3)

@@ -193,18 +193,41 @@ def health_with(sub: Subscriber, capture: str, after: int = 0) -> dict[str, Any]
     return dict(message.json())
 
 
+def _clipped_noise(n: int) -> np.ndarray:
+    loud = 2.0 * np.random.default_rng(31).standard_normal(n)
+    return np.clip(loud, -1.0, 1.0).astype(np.float32)
+
+
+SENSOR_FAULTS = {
+    "silent": lambda n: np.zeros(n, dtype=np.float32),
+    "flat": lambda n: np.full(n, 0.3, dtype=np.float32),
+    "flat-small-offset": lambda n: np.full(n, 0.003, dtype=np.float32),
+    "clipping": _clipped_noise,
+}
+
+
 class TestSensorFaults:
-    def test_digital_silence_is_reported_as_the_capture_state(self, rig: Rig) -> None:
-        """A microphone delivering only zeros: verdicts say `sensor: silent`, health reports the
-        capture as `silent` (the service's override of `running`), and no alarm is raised."""
-        rig.mic.write(np.zeros(3 * SAMPLE_RATE, dtype=np.float32))
+    @pytest.mark.parametrize("fault", sorted(SENSOR_FAULTS))
+    def test_a_sensor_fault_never_reads_as_corona(self, rig: Rig, fault: str) -> None:
+        """A dead microphone (zeros), a stuck converter (a DC offset, large or small) and an
+        overdriven input: with a threshold that scores every window anomalous and an alarm on
+        one window, the verdicts name the sensor state, are labelled normal by the sensor rule,
+        no alarm is raised, and health reports the state as the capture's (the service's
+        override of `running`). Before: DC read `ok`, was scored anomalous and raised the alarm;
+        silence read `silent` but was labelled anomalous."""
+        state = fault.split("-", maxsplit=1)[0]
+        rig.mic.write(SENSOR_FAULTS[fault](3 * SAMPLE_RATE))
         sub = rig.watch()
-        daemon = rig.start(rig.config(threshold=0.0))  # every window "anomalous" by score
-        health = health_with(sub, "silent")
-        assert health["capture"] == "silent"
+        cfg = rig.config(threshold=0.0, alarm={"k": 1, "n": 1})
+        daemon = rig.start(cfg)
+        health = health_with(sub, state)
+        assert health["capture"] == state
         got = verdicts(sub.messages)
         assert got
-        assert {v["sensor"] for v in got} == {"silent"}
+        for v in got:
+            schemas.validate("verdict", v)
+        assert {v["sensor"] for v in got} == {state}
+        assert {(v["label"], v["label_by"]) for v in got} == {("normal", "sensor")}
         assert not [m for m in sub.messages if m.topic == f"{TOPICS}/alarm"]
         assert daemon.process.poll() is None
 

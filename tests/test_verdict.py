@@ -41,6 +41,23 @@ class TestSensorState:
         assert window.clipped > verdict.CLIPPING_FRACTION
         assert verdict.sensor_state(window) == "clipping"
 
+    @pytest.mark.parametrize("offset", [0.3, 0.003, -0.5, 98 / 32768])
+    def test_dc_offset_without_sound_is_flat(self, offset: float) -> None:
+        """A constant value (a stuck converter, an offset with a dead capsule) has a level but
+        no sound: `flat`, at any offset. On the old spectral rule alone 0.3 read `ok`."""
+        window = _window(np.full(SAMPLE_RATE, offset))
+        assert window.level_dbfs > verdict.SILENT_BELOW_DBFS
+        assert verdict.sensor_state(window) == "flat"
+
+    def test_one_lsb_toggling_is_flat(self) -> None:
+        """A converter stuck toggling its lowest bit (+-1/32768, -90.3 dBFS of AC) on an offset."""
+        toggling = 0.2 + np.where(np.arange(SAMPLE_RATE) % 2, 1.0, -1.0) / 32768
+        assert verdict.sensor_state(_window(toggling)) == "flat"
+
+    def test_offset_with_sound_on_it_is_ok(self) -> None:
+        """A cheap ADC's few-percent offset under real sound is a working microphone."""
+        assert verdict.sensor_state(_window(0.03 + _noise(0.01))) == "ok"
+
     def test_power_only_in_the_lowest_bins_is_flat(self) -> None:
         """The flat-line rule on its own: all power in bins 0-1 reads `flat`, and so does no
         power at all above the silence floor."""

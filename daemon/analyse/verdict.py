@@ -31,6 +31,12 @@ FLAT_AC_FRACTION: Final = 1e-6
 """A window whose power outside the two lowest bins is below this fraction of the total is a flat
 line (a DC offset or a stuck converter): no sound reached the microphone."""
 
+FLAT_AC_BELOW_DBFS: Final = SILENT_BELOW_DBFS
+"""A window with a level but less sound than this on top of its mean is a flat line: an offset
+with nothing on it (a stuck converter, a dead capsule behind a biased input). Measured: pure DC
+at 0.3 of full scale keeps 2.7e-5 of its spectral power above the two lowest bins, so the
+fraction rule alone called it `ok` and the model scored it as corona."""
+
 CLIPPING_FRACTION: Final = 0.05
 """More than this fraction of samples at full scale: the input is overdriven and the spectrum
 is mostly the clipper's, not the tower's."""
@@ -52,6 +58,8 @@ def sensor_state(window: Window) -> SensorState:
     """Whether the window is usable evidence about the tower, or a sign of a sensor fault."""
     if window.level_dbfs < SILENT_BELOW_DBFS:
         return "silent"
+    if window.ac_level_dbfs < FLAT_AC_BELOW_DBFS:
+        return "flat"
     total = float(np.sum(window.features, dtype=np.float64))
     ac = float(np.sum(window.features[2:], dtype=np.float64))
     if total <= 0.0 or ac / total < FLAT_AC_FRACTION:

@@ -70,6 +70,9 @@ class Window:
     """RMS level re full scale 1.0 (a full-scale sine is -3.0), at least `LEVEL_FLOOR_DBFS`."""
     clipped: float
     """Fraction of samples with |x| >= `CLIP_LEVEL`, 0.0 to 1.0."""
+    ac_level_dbfs: float
+    """RMS level of the samples minus their mean (the sound on top of any DC offset), at least
+    `LEVEL_FLOOR_DBFS`: a stuck converter or an offset with no sound has a level but no AC."""
     physics: Measurement
     """Line-locked modulation, hum and crackle (`daemon.analyse.physics`), at both line
     frequencies."""
@@ -90,6 +93,11 @@ class _Progress:
     power_sum: npt.NDArray[np.float64]
     physics: PhysicsAccumulator
     sum_squares: float = 0.0
+    n_seen: int = 0
+    mean: float = 0.0
+    centred_squares: float = 0.0
+    """Sum of squared deviations from the running mean (Chan et al.'s pairwise update): the AC
+    energy, exact even under a large offset, where E[x^2] - E[x]^2 in float32 is not."""
     n_clipped: int = 0
 
 
@@ -291,6 +299,7 @@ class Windower:
             # A slice inside one window (the usual case) reuses the dot the check computed.
             own_squares = sum_squares if own.shape == samples.shape else float(np.dot(own, own))
             progress.sum_squares += own_squares
+            _add_centred(progress, own)
             progress.physics.push(own)
             # Clipping is rare: max and min (no temporaries) rule it out before any counting.
             if own.size and (own.max() >= CLIP_LEVEL or own.min() <= -CLIP_LEVEL):
@@ -322,17 +331,40 @@ class Windower:
 
     def _window(self, progress: _Progress, n_samples: int) -> Window:
         n_frames = frame_count(n_samples, n_fft=self.n_fft, hop_length=self.hop_length)
-        rms = np.sqrt(progress.sum_squares / n_samples)
-        level_dbfs = float(20.0 * np.log10(rms)) if rms > 0 else LEVEL_FLOOR_DBFS
+        mean_square = progress.sum_squares / n_samples
+        ac_square = progress.centred_squares / n_samples
         return Window(
             index=progress.index,
             start_sample=progress.start,
             n_samples=n_samples,
             features=means_from_power_sum(progress.power_sum, n_frames),
-            level_dbfs=max(level_dbfs, LEVEL_FLOOR_DBFS),
+            level_dbfs=_dbfs(mean_square),
             clipped=progress.n_clipped / n_samples,
+            ac_level_dbfs=_dbfs(ac_square),
             physics=progress.physics.finish(),
         )
+
+
+def _add_centred(progress: _Progress, part: npt.NDArray[np.float32]) -> None:
+    """Fold one slice into the window's running mean and centred sum of squares."""
+    n_part = part.shape[0]
+    if n_part == 0:
+        return
+    part_mean = float(np.sum(part, dtype=np.float64)) / n_part
+    deviation = part - np.float32(part_mean)
+    part_squares = float(np.dot(deviation, deviation))
+    n_total = progress.n_seen + n_part
+    delta = part_mean - progress.mean
+    progress.centred_squares += part_squares + delta * delta * progress.n_seen * n_part / n_total
+    progress.mean += delta * n_part / n_total
+    progress.n_seen = n_total
+
+
+def _dbfs(mean_square: float) -> float:
+    """An RMS level re full scale 1.0 from a mean square, at least `LEVEL_FLOOR_DBFS`."""
+    if mean_square <= 0.0:
+        return LEVEL_FLOOR_DBFS
+    return max(float(10.0 * np.log10(mean_square)), LEVEL_FLOOR_DBFS)
 
 
 def windows_of(
