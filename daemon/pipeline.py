@@ -303,4 +303,4 @@ class Pipeline:
         )
         if change is not None:
             log.warning("alarm_changed", state=change.state, since=change.since, score=change.score)
-            self._sink.store(change)
+            self._sink.store(change.with_seq(stored.seq))

@@ -43,7 +43,8 @@ class TestAlarm:
         assert alarm.state == "clear"
 
     def test_change_payload(self) -> None:
-        """The change carries state, since, k, n and the triggering score."""
+        """The change carries state, since, k, n and the triggering score; seq 0 until the
+        pipeline gives it the triggering verdict's (with_seq), and not replayed."""
         alarm = Alarm(k=1, n=1)
         change = alarm.update(
             anomalous=True, usable=True, score=0.75, at="2026-01-01T00:00:00.000Z"
@@ -55,6 +56,8 @@ class TestAlarm:
             "k": 1,
             "n": 1,
             "score": 0.75,
+            "seq": 0,
+            "replayed": False,
         }
 
     def test_resumes_a_standing_alarm(self) -> None:

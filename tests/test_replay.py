@@ -167,20 +167,22 @@ class TestReplayAgreesWithEvaluate:
 
 class TestRealtime:
     def test_realtime_paces_verdicts_at_1x(self, tmp_path: Path, model_path: Path) -> None:
-        """With --realtime the last of 3 s of windows is printed no sooner than 3 s of audio."""
+        """With --realtime the last of 3 s of windows is printed no sooner than 3 s of audio
+        after the process started (measured from the launch: a busy machine can only delay the
+        lines, while the gap between two of them shrinks when replay catches up on a late
+        start, so it is no measure of the pace)."""
         wav = write_wav(tmp_path / "clip.wav", noisy_clip(3.0, seed=8))
         cfg = write_config(tmp_path, model_path)
+        launched = time.monotonic()
         replay = MonitorProcess(
             ["--config", str(cfg), "--replay", "--realtime", str(wav)], log_path=tmp_path / "log"
         )
         try:
-            replay.wait_lines(1)
-            started = time.monotonic()
             replay.wait_lines(3)
-            paced_s = time.monotonic() - started
+            paced_s = time.monotonic() - launched
             assert replay.finish() == 0, replay.log()
         finally:
             replay.close()
         assert len(replay.lines) == 3
-        # The first window is printed after 1 s of audio, the third after 3 s: 2 s apart at 1x.
-        assert paced_s >= 1.8
+        # The third window ends at 3 s of audio; audio is fed in blocks of audio.block_s (0.1 s).
+        assert paced_s >= 2.9

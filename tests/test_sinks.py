@@ -74,7 +74,7 @@ class TestNumberOnlySink:
         path = tmp_path / "o.sqlite"
         with Outbox(path) as box:
             sink = NumberOnlySink(box)
-            seqs = [sink.store(_verdict()).seq for _ in range(3)]  # type: ignore[union-attr]
+            seqs = [sink.store(_verdict()).seq for _ in range(3)]
             assert sink.store(ALARM) is ALARM
             assert box.depth() == 0
         with Outbox(path) as box:  # the counter survives a restart

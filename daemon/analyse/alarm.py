@@ -7,6 +7,7 @@ tower, so they neither raise nor clear the alarm.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import deque
 from dataclasses import dataclass
@@ -22,6 +23,12 @@ class AlarmChange:
     k: int
     n: int
     score: float
+    seq: int = 0
+    """The seq of the verdict whose window changed the state: alarm changes are ordered by it
+    (a late one from the outbox is told from the current state), and it never repeats."""
+
+    def with_seq(self, seq: int) -> AlarmChange:
+        return dataclasses.replace(self, seq=seq)
 
     def payload(self) -> dict[str, Any]:
         """The alarm JSON object (daemon/schemas/alarm.schema.json)."""
@@ -31,6 +38,8 @@ class AlarmChange:
             "k": self.k,
             "n": self.n,
             "score": self.score,
+            "seq": self.seq,
+            "replayed": False,
         }
 
     def to_json(self) -> bytes:

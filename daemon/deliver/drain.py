@@ -59,6 +59,13 @@ class Drainer:
     it (from an outage or an earlier run) are the backlog and go out with ``"replayed": true``
     in their JSON payload; rows stored during it are live and go out at once with the payload
     unchanged. A disconnect ends the session; unacknowledged rows are sent again in the next.
+
+    Retained topics (the alarm) must always hold the node's current state, so a backlog's state
+    changes are history: they go out without retain, except the newest stored one per topic,
+    which is sent first in the session, retained, as the current truth. A live change stored
+    later is newer still and is retained as usual. (Before: the backlog's old `alarm` then
+    `clear`, retained and sent after a live `alarm`, left the topic saying `clear` while the
+    tower was in alarm.)
     """
 
     def __init__(
@@ -87,6 +94,9 @@ class Drainer:
         self._live_cursor = 0
         self._tokens = 0.0
         self._refilled_at = 0.0
+        self._truth: list[Row] = []
+        """The backlog's newest retained row per topic, still to send this session."""
+        self._truth_ids: set[int] = set()
         self.sent_live = 0
         self.sent_replayed = 0
 
@@ -103,7 +113,9 @@ class Drainer:
         elif self._ack_overdue(now):
             log.warning("drain_ack_timeout", timeout_s=self.ack_timeout_s, inflight=self.inflight)
             self._start_session(now)
-        sent = self._send_live(publish, now)
+        sent = self._send_truth(publish, now)
+        if self._in_session:
+            sent += self._send_live(publish, now)
         if self._in_session:
             sent += self._send_backlog(publish, now)
         return sent
@@ -123,7 +135,22 @@ class Drainer:
         self._refilled_at = now
         with self._lock:
             self._inflight.clear()  # sent again below; a late PUBACK still deletes its row
+        self._truth = self.outbox.newest_retained(upto_id=self._watermark)
+        self._truth_ids = {row.id for row in self._truth}
         log.info("drain_session", backlog=self.outbox.depth(), up_to_row=self._watermark)
+
+    def _send_truth(self, publish: PublishFn, now: float) -> int:
+        """The backlog's current state per retained topic, before anything else."""
+        sent = 0
+        while self._truth:
+            row = self._truth[0]
+            payload = mark_replayed(row.payload)
+            if not self._send(row, payload, backlog=True, publish=publish, now=now):
+                break
+            self._truth.pop(0)
+            self.sent_replayed += 1
+            sent += 1
+        return sent
 
     def _ack_overdue(self, now: float) -> bool:
         with self._lock:
@@ -154,9 +181,14 @@ class Drainer:
         rows = self.outbox.pending(room, after_id=self._backlog_cursor, upto_id=self._watermark)
         sent = 0
         for row in rows:
+            if row.id in self._truth_ids:  # already sent first, as the retained state
+                self._backlog_cursor = row.id
+                continue
+            # An older state change is history: never retained over the current state.
             if not self._send(
-                row, mark_replayed(row.payload), backlog=True, publish=publish, now=now
-            ):
+                row, mark_replayed(row.payload), backlog=True, publish=publish, now=now,
+                retain=False,
+            ):  # fmt: skip
                 break
             self._backlog_cursor = row.id
             self._tokens -= 1.0
@@ -165,14 +197,26 @@ class Drainer:
         return sent
 
     def _send(
-        self, row: Row, payload: bytes, *, backlog: bool, publish: PublishFn, now: float
+        self,
+        row: Row,
+        payload: bytes,
+        *,
+        backlog: bool,
+        publish: PublishFn,
+        now: float,
+        retain: bool | None = None,
     ) -> bool:
+        """Hand one row to publish (retain as stored unless given); False if it was refused."""
         # In flight before publish: the PUBACK may arrive before publish returns.
         with self._lock:
             self._inflight[row.id] = (now, backlog)
         try:
             handed = publish(
-                row.topic, payload, qos=row.qos, retain=row.retain, on_ack=self._on_ack_for(row.id)
+                row.topic,
+                payload,
+                qos=row.qos,
+                retain=row.retain if retain is None else retain,
+                on_ack=self._on_ack_for(row.id),
             )
             error = None if handed is not None else "not handed over (connection just dropped)"
         except CoronaError as err:

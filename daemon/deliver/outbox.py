@@ -198,6 +198,29 @@ class Outbox:
             for r in rows
         ]
 
+    def newest_retained(self, *, upto_id: int) -> list[Row]:
+        """Per topic, the newest stored row published retained (the node's state on that topic
+        as far as the stored rows know), among rows with id <= upto_id."""
+        with self._lock:
+            sql = (
+                "SELECT id, seq, topic, payload, qos, retain, created FROM messages WHERE id IN"
+                " (SELECT MAX(id) FROM messages WHERE retain = 1 AND id <= ? GROUP BY topic)"
+                " ORDER BY id"
+            )
+            rows = self._guarded(lambda: self._conn.execute(sql, (upto_id,)).fetchall())
+        return [
+            Row(
+                id=r[0],
+                seq=r[1],
+                topic=r[2],
+                payload=bytes(r[3]),
+                qos=r[4],
+                retain=bool(r[5]),
+                created=r[6],
+            )  # fmt: skip
+            for r in rows
+        ]
+
     def last_id(self) -> int:
         """The id of the newest row ever added (0 for a new file); later rows have larger ids."""
         with self._lock:
