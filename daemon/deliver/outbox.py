@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, NamedTuple, TypeVar
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 import structlog
 
@@ -185,18 +185,7 @@ class Outbox:
             sql += " ORDER BY id LIMIT ?"
             args.append(limit)
             rows = self._guarded(lambda: self._conn.execute(sql, args).fetchall())
-        return [
-            Row(
-                id=r[0],
-                seq=r[1],
-                topic=r[2],
-                payload=bytes(r[3]),
-                qos=r[4],
-                retain=bool(r[5]),
-                created=r[6],
-            )
-            for r in rows
-        ]
+        return [_row(r) for r in rows]
 
     def newest_retained(self, *, upto_id: int) -> list[Row]:
         """Per topic, the newest stored row published retained (the node's state on that topic
@@ -208,18 +197,7 @@ class Outbox:
                 " ORDER BY id"
             )
             rows = self._guarded(lambda: self._conn.execute(sql, (upto_id,)).fetchall())
-        return [
-            Row(
-                id=r[0],
-                seq=r[1],
-                topic=r[2],
-                payload=bytes(r[3]),
-                qos=r[4],
-                retain=bool(r[5]),
-                created=r[6],
-            )  # fmt: skip
-            for r in rows
-        ]
+        return [_row(r) for r in rows]
 
     def last_id(self) -> int:
         """The id of the newest row ever added (0 for a new file); later rows have larger ids."""
@@ -492,6 +470,14 @@ def _salvage_seq(path: Path) -> int:
     finally:
         conn.close()
     return best
+
+
+def _row(r: tuple[Any, ...]) -> Row:
+    """A Row from one `SELECT id, seq, topic, payload, qos, retain, created` result."""
+    return Row(
+        id=r[0], seq=r[1], topic=r[2], payload=bytes(r[3]), qos=r[4], retain=bool(r[5]),
+        created=r[6],
+    )  # fmt: skip
 
 
 def _seq_floor_after_loss() -> int:
