@@ -39,6 +39,9 @@ class Sent:
 class FakePublisher:
     """Records publishes; ack() plays the broker's PUBACK for the oldest unacked ones."""
 
+    base: int = 0
+    """The outbox's seq before its first row (a new file starts at the clock): seqs() counts
+    from 1 after it, so the tests read as positions."""
     sent: list[Sent] = field(default_factory=list)
     unacked: list[Sent] = field(default_factory=list)
     fail_next: bool = False
@@ -67,7 +70,7 @@ class FakePublisher:
             self.unacked.remove(item)
 
     def seqs(self) -> list[object]:
-        return [s.payload["seq"] for s in self.sent]
+        return [int(str(s.payload["seq"])) - self.base for s in self.sent]
 
 
 class Clock:
@@ -88,7 +91,7 @@ def box(tmp_path: Path) -> Iterator[Outbox]:
 class TestLive:
     def test_live_row_goes_at_once_and_ack_deletes_it(self, box: Outbox) -> None:
         """A row added while connected is sent on the next tick, not replayed, deleted on ack."""
-        pub, drainer = FakePublisher(), Drainer(box, clock=Clock())
+        pub, drainer = FakePublisher(base=box.last_seq), Drainer(box, clock=Clock())
         drainer.tick(True, pub)
         box.add_numbered(verdict)
         assert drainer.tick(True, pub) == 1
@@ -102,7 +105,7 @@ class TestLive:
 
     def test_nothing_is_sent_while_disconnected(self, box: Outbox) -> None:
         """Rows wait in the outbox while the publisher is not connected."""
-        pub, drainer = FakePublisher(), Drainer(box, clock=Clock())
+        pub, drainer = FakePublisher(base=box.last_seq), Drainer(box, clock=Clock())
         box.add_numbered(verdict)
         assert drainer.tick(False, pub) == 0
         assert pub.sent == []
@@ -110,7 +113,7 @@ class TestLive:
 
     def test_live_rows_are_not_starved_by_a_full_backlog(self, box: Outbox) -> None:
         """With the backlog's in-flight budget used up, a new live row still goes at once."""
-        pub, drainer = FakePublisher(), Drainer(box, max_inflight=5, clock=Clock())
+        pub, drainer = FakePublisher(base=box.last_seq), Drainer(box, max_inflight=5, clock=Clock())
         for _ in range(50):
             box.add_numbered(verdict)
         drainer.tick(True, pub)
@@ -123,7 +126,7 @@ class TestLive:
 class TestBacklog:
     def test_backlog_goes_oldest_first_marked_replayed(self, box: Outbox) -> None:
         """Rows stored during an outage go out in seq order with replayed true, then are gone."""
-        pub, clock = FakePublisher(), Clock()
+        pub, clock = FakePublisher(base=box.last_seq), Clock()
         drainer = Drainer(box, clock=clock)
         drainer.tick(True, pub)
         drainer.tick(False, pub)  # the link drops
@@ -141,15 +144,15 @@ class TestBacklog:
         """Rows left by a previous process are replayed after a restart."""
         path = tmp_path / "o.sqlite"
         with Outbox(path) as first:
-            first.add_numbered(verdict)
+            seq = first.add_numbered(verdict).seq
         with Outbox(path) as second:
             pub = FakePublisher()
             Drainer(second, clock=Clock()).tick(True, pub)
-            assert pub.sent[0].payload == {"seq": 1, "label": "normal", "replayed": True}
+            assert pub.sent[0].payload == {"seq": seq, "label": "normal", "replayed": True}
 
     def test_rate_is_bounded(self, box: Outbox) -> None:
         """Over any stretch, backlog sends stay within burst + rate x elapsed time."""
-        pub, clock = FakePublisher(), Clock()
+        pub, clock = FakePublisher(base=box.last_seq), Clock()
         drainer = Drainer(box, rate_per_s=20, burst=20, max_inflight=1000, clock=clock)
         for _ in range(300):
             box.add_numbered(verdict)
@@ -167,7 +170,7 @@ class TestBacklog:
 
     def test_inflight_is_bounded(self, box: Outbox) -> None:
         """Without PUBACKs the backlog stops at max_inflight; acks let more go."""
-        pub, clock = FakePublisher(), Clock()
+        pub, clock = FakePublisher(base=box.last_seq), Clock()
         drainer = Drainer(box, max_inflight=7, clock=clock)
         for _ in range(40):
             box.add_numbered(verdict)
@@ -184,7 +187,7 @@ class TestBacklog:
 class TestSessions:
     def test_unacked_rows_are_sent_again_after_a_reconnect(self, box: Outbox) -> None:
         """A row sent but not acknowledged before the link dropped goes out again, replayed."""
-        pub, clock = FakePublisher(), Clock()
+        pub, clock = FakePublisher(base=box.last_seq), Clock()
         drainer = Drainer(box, clock=clock)
         drainer.tick(True, pub)
         box.add_numbered(verdict)
@@ -199,7 +202,7 @@ class TestSessions:
 
     def test_overdue_ack_restarts_the_session(self, box: Outbox) -> None:
         """A row unacknowledged past ack_timeout_s on a live connection is sent again."""
-        pub, clock = FakePublisher(), Clock()
+        pub, clock = FakePublisher(base=box.last_seq), Clock()
         drainer = Drainer(box, ack_timeout_s=10, clock=clock)
         drainer.tick(True, pub)
         box.add_numbered(verdict)
@@ -214,7 +217,7 @@ class TestSessions:
 
     def test_publish_error_resends_the_row_later(self, box: Outbox) -> None:
         """A publish that raises keeps the row, which the next session sends as backlog."""
-        pub, drainer = FakePublisher(), Drainer(box, clock=Clock())
+        pub, drainer = FakePublisher(base=box.last_seq), Drainer(box, clock=Clock())
         drainer.tick(True, pub)
         box.add_numbered(verdict)
         pub.fail_next = True
@@ -227,7 +230,7 @@ class TestSessions:
     def test_refused_publish_resends_the_row_at_once(self, box: Outbox) -> None:
         """A publish that hands nothing over (None: the link just dropped) is not counted as in
         flight: the row goes again on the next session instead of waiting for the ack timeout."""
-        pub, drainer = FakePublisher(), Drainer(box, clock=Clock())
+        pub, drainer = FakePublisher(base=box.last_seq), Drainer(box, clock=Clock())
         refused: list[int] = []
 
         def dropped(topic_suffix: str, payload: bytes, **_kw: object) -> None:
@@ -236,7 +239,7 @@ class TestSessions:
         drainer.tick(True, pub)
         box.add_numbered(verdict)
         assert drainer.tick(True, dropped) == 0
-        assert refused == [1]
+        assert refused == [box.last_seq]
         assert drainer.inflight == 0
         drainer.tick(True, pub)
         assert pub.seqs() == [1]
@@ -270,6 +273,7 @@ class TestSessions:
                     ack(0)
 
         drainer = Drainer(box)
+        base = box.last_seq
         thread = threading.Thread(target=network_thread)
         thread.start()
         for _ in range(200):
@@ -277,7 +281,7 @@ class TestSessions:
             drainer.tick(True, publish)
         stop.set()
         thread.join(timeout=30)
-        assert sorted(seqs) == list(range(1, 201))
+        assert sorted(seqs) == list(range(base + 1, base + 201))
         assert box.depth() == 0
 
 

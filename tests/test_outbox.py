@@ -34,12 +34,30 @@ def stored_seqs(path: Path) -> list[int]:
 
 
 class TestSeq:
-    def test_seq_starts_at_one_and_counts_up(self, tmp_path: Path) -> None:
-        """Numbered rows get 1, 2, 3 ... and the payload is built with that seq."""
+    def test_seq_starts_at_the_clock_and_counts_up(self, tmp_path: Path) -> None:
+        """A new file's first seq is the clock in microseconds (no earlier file of the node
+        can have reached it); then 1 by 1, and the payload is built with that seq."""
+        before_us = time.time_ns() // 1_000
         with Outbox(tmp_path / "o.sqlite") as box:
             rows = [box.add_numbered(verdict) for _ in range(3)]
-        assert [r.seq for r in rows] == [1, 2, 3]
-        assert [json.loads(r.payload)["seq"] for r in rows] == [1, 2, 3]
+        first = rows[0].seq
+        assert first is not None
+        assert before_us < first <= time.time_ns() // 1_000 + 1
+        assert [r.seq for r in rows] == [first, first + 1, first + 2]
+        assert [json.loads(r.payload)["seq"] for r in rows] == [r.seq for r in rows]
+
+    def test_a_deleted_file_never_repeats_a_seq(self, tmp_path: Path) -> None:
+        """The outbox file deleted between runs (its counter with it): the next run's seqs are
+        all above the old ones. Before: it restarted at 1 with new content."""
+        path = tmp_path / "o.sqlite"
+        with Outbox(path) as box:
+            old = [box.add_numbered(verdict).seq for _ in range(5)]
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        with Outbox(path) as box:
+            new = box.add_numbered(verdict).seq
+        assert new is not None
+        assert all(s is not None and new > s for s in old)
 
     def test_seq_continues_after_reopen(self, tmp_path: Path) -> None:
         """Closing and reopening the file continues the counter, even with all rows acked."""
@@ -47,18 +65,20 @@ class TestSeq:
         with Outbox(path) as box:
             for _ in range(4):
                 box.ack(box.add_numbered(verdict).id)
+            first = box.last_seq - 3
         with Outbox(path) as box:
-            assert box.last_seq == 4
-            assert box.add_numbered(verdict).seq == 5
+            assert box.last_seq == first + 3
+            assert box.add_numbered(verdict).seq == first + 4
 
     def test_unnumbered_rows_leave_seq_alone(self, tmp_path: Path) -> None:
         """add() (alarm changes) stores a row without a seq and does not use one up."""
         with Outbox(tmp_path / "o.sqlite") as box:
-            box.add_numbered(verdict)
+            first = box.add_numbered(verdict).seq
+            assert first is not None
             alarm = box.add(Message("alarm", b'{"state":"alarm"}', 1, True))
             assert alarm.seq is None
             assert alarm.retain is True
-            assert box.add_numbered(verdict).seq == 2
+            assert box.add_numbered(verdict).seq == first + 1
 
     def test_failed_build_stores_nothing_and_keeps_seq(self, tmp_path: Path) -> None:
         """A payload builder that raises leaves no row and does not consume the seq."""
@@ -67,11 +87,12 @@ class TestSeq:
             raise ValueError(f"cannot build {seq}")
 
         with Outbox(tmp_path / "o.sqlite") as box:
-            box.add_numbered(verdict)
-            with pytest.raises(ValueError, match="cannot build 2"):
+            first = box.add_numbered(verdict).seq
+            assert first is not None
+            with pytest.raises(ValueError, match=f"cannot build {first + 1}"):
                 box.add_numbered(broken)
             assert box.depth() == 1
-            assert box.add_numbered(verdict).seq == 2
+            assert box.add_numbered(verdict).seq == first + 1
 
 
 CHILD = """
@@ -102,7 +123,7 @@ class TestCrashSafety:
 
         seqs = stored_seqs(path)
         assert set(reported) <= set(seqs)
-        assert seqs == list(range(1, len(seqs) + 1))  # no gap, no repeat
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap, no repeat
         with Outbox(path) as box:
             assert box.depth() == len(seqs)
             assert box.add_numbered(verdict).seq == seqs[-1] + 1
@@ -117,7 +138,8 @@ class TestBounds:
                 box.add_numbered(verdict)
             assert box.depth() == 5
             assert box.dropped == 3
-        assert stored_seqs(path) == [4, 5, 6, 7, 8]
+            first = box.last_seq - 7
+        assert stored_seqs(path) == [first + k for k in range(3, 8)]
         events = [e for e in logs if e["event"] == "outbox_dropped_oldest"]
         assert events
         assert events[0]["reason"] == "max_rows"
@@ -137,7 +159,8 @@ class TestBounds:
                 box.add_numbered(verdict)
             assert box.depth() == 2
             assert box.dropped == 3
-        assert stored_seqs(path) == [4, 5]
+            last = box.last_seq
+        assert stored_seqs(path) == [last - 1, last]
         assert any(e.get("reason") == "disk_floor" for e in logs)
 
     def test_disk_floor_keeps_at_least_the_newest_row(self, tmp_path: Path) -> None:
@@ -190,6 +213,7 @@ class TestReadAndAck:
         path = tmp_path / "o.sqlite"
         total = 300
         with Outbox(path) as box:
+            first_seq = box.last_seq + 1
             done = threading.Event()
             acked: list[int] = []
 
@@ -211,7 +235,7 @@ class TestReadAndAck:
             assert box.depth() == 0
         with Outbox(path) as box:
             assert box.depth() == 0
-            assert box.last_seq == total
+            assert box.last_seq == first_seq + total - 1
 
 
 class TestFile:
@@ -237,7 +261,8 @@ class TestFile:
         """A file locked by someone else ends in an OutboxError naming it, not a hang."""
         path = tmp_path / "o.sqlite"
         with Outbox(path) as box:
-            box.add_numbered(verdict)
+            first = box.add_numbered(verdict).seq
+            assert first is not None
             other = sqlite3.connect(path, isolation_level=None)
             other.execute("BEGIN EXCLUSIVE")
             try:
@@ -248,7 +273,7 @@ class TestFile:
             finally:
                 other.execute("ROLLBACK")
                 other.close()
-            assert box.add_numbered(verdict).seq == 2
+            assert box.add_numbered(verdict).seq == first + 1
 
 
 class TestCorruption:
@@ -257,7 +282,7 @@ class TestCorruption:
         path = tmp_path / "o.sqlite"
         garbage = os.urandom(8192)
         path.write_bytes(garbage)
-        before_ms = time.time_ns() // 1_000_000
+        before_us = time.time_ns() // 1_000
         with capture_logs() as logs, Outbox(path) as box:
             row = box.add_numbered(verdict)
             assert box.depth() == 1
@@ -266,7 +291,7 @@ class TestCorruption:
         assert aside[0].read_bytes() == garbage
         # The counter was lost with the file: seq restarts above any value used before.
         assert row.seq is not None
-        assert row.seq > before_ms
+        assert row.seq > before_us
         event = next(e for e in logs if e["event"] == "outbox_corrupt")
         assert event["log_level"] == "error"
         assert event["path"] == str(path)

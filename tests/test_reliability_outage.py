@@ -80,6 +80,21 @@ def outbox_seq(path: Path) -> int:
         conn.close()
 
 
+def committed_unsent(path: Path) -> int:
+    """Verdicts committed to a file that never sent any: those stored plus those dropped."""
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(path, timeout=5.0)
+    try:
+        depth = conn.execute("SELECT count(*) FROM messages WHERE seq IS NOT NULL").fetchone()[0]
+        row = conn.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
+        return int(depth) + (int(row[0]) if row else 0)
+    except sqlite3.OperationalError:
+        return 0  # schema not created yet
+    finally:
+        conn.close()
+
+
 def outbox_rows(path: Path) -> list[int]:
     """The seqs still stored (unacknowledged) in an outbox file."""
     conn = sqlite3.connect(path, timeout=5.0)
@@ -211,6 +226,7 @@ class TestOutageDuringLiveCapture:
         )
         try:
             wait_until(lambda: len(room.verdicts()) >= 3, "live verdicts before the outage")
+            first = min(room.seqs())  # a new outbox starts at the clock, not at 1
             broker.stop()
             outage_started = time.monotonic()
             stopped_at = outbox_seq(outbox)
@@ -223,7 +239,8 @@ class TestOutageDuringLiveCapture:
             broker.start()
             outage_s = time.monotonic() - outage_started
             wait_until(
-                lambda: room.seqs() >= set(range(1, back_at + 1)), "every verdict of the outage"
+                lambda: room.seqs() >= set(range(first, back_at + 1)),
+                "every verdict of the outage",
             )
             wait_until(lambda: max(room.seqs()) > back_at + 10, "live verdicts again")
             assert daemon.stop()[0] == 0, daemon.log()
@@ -236,7 +253,7 @@ class TestOutageDuringLiveCapture:
             assert v["source"] == "live"
         assert_duplicates_are_copies(received)
         # Nothing lost: every seq handed out arrived or is still stored for the next run.
-        assert room.seqs() | set(outbox_rows(outbox)) == set(range(1, last + 1))
+        assert room.seqs() | set(outbox_rows(outbox)) == set(range(first, last + 1))
         outage = set(range(stopped_at + 2, back_at + 1))  # +2: see the replay test's edge note
         replayed = [v["seq"] for v in first_arrivals([v for v in received if v["replayed"]])]
         assert outage <= set(replayed)
@@ -269,7 +286,9 @@ class TestCrashDuringOutage:
         )
         try:
             wait_until(
-                lambda: outbox_seq(outbox) >= OUTAGE_WINDOWS, "20 queued verdicts", process=first
+                lambda: committed_unsent(outbox) >= OUTAGE_WINDOWS,
+                "20 queued verdicts",
+                process=first,
             )
         finally:
             first.process.send_signal(signal.SIGKILL)
@@ -277,7 +296,9 @@ class TestCrashDuringOutage:
         assert first.process.returncode == -signal.SIGKILL
         crashed_at = outbox_seq(outbox)
         queued = outbox_rows(outbox)
-        assert queued == list(range(1, crashed_at + 1))  # every committed verdict survived
+        # Every committed verdict survived (none dropped), consecutive seqs up to the last one.
+        assert committed_unsent(outbox) == len(queued)
+        assert queued == list(range(crashed_at - len(queued) + 1, crashed_at + 1))
 
         broker.start()
         second = MonitorProcess(
@@ -322,11 +343,14 @@ class TestOutboxFull:
             ["--config", str(cfg)], env=alsa_mic.env, log_path=tmp_path / "err.log"
         )
         try:
-            wait_until(lambda: outbox_seq(outbox) >= OUTAGE_WINDOWS, "20 windows", process=daemon)
+            wait_until(
+                lambda: committed_unsent(outbox) >= OUTAGE_WINDOWS, "20 windows", process=daemon
+            )
             back_at = outbox_seq(outbox)
+            committed = committed_unsent(outbox)
             broker.start()
             wait_until(
-                lambda: any(h["outbox_dropped"] >= back_at - max_rows for h in room.health()),
+                lambda: any(h["outbox_dropped"] >= committed - max_rows for h in room.health()),
                 "health with the drops",
             )
             wait_until(lambda: any(v["replayed"] for v in room.verdicts()), "the backlog")

@@ -349,18 +349,18 @@ class Outbox:
             if not _is_corrupt(err):
                 raise self._error("cannot open", err) from err
             # Nobody knows the last seq in memory yet: take it from the damaged file if it still
-            # reads, and never from below the clock (see _seq_floor_after_loss).
+            # reads, and never from below the clock (the new file starts at seq_floor). Rows
+            # it still shows count as dropped; when none can be read the loss is unknown.
             salvaged = _salvage_seq(self.path)
-            self._set_aside(err, lost_rows=None)
+            self._set_aside(err, lost_rows=_salvage_row_count(self.path))
             try:
-                return self._connect_fresh(
-                    seq_at_least=max(salvaged, _seq_floor_after_loss()), id_at_least=0
-                )
+                return self._connect_fresh(seq_at_least=salvaged, id_at_least=0)
             except sqlite3.Error as again:
                 raise self._error("cannot create a new file", again) from again
 
     def _connect(self) -> sqlite3.Connection:
-        if not self.path.exists():
+        created = not self.path.exists()
+        if created:
             # Created here with 0600 so SQLite (which gives -wal and -shm the database file's
             # mode) never makes a world-readable file whatever the umask.
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, FILE_MODE))
@@ -377,6 +377,14 @@ class Outbox:
             # goes": at one verdict per 30 s the fsync is free. Acks relax it (see ack).
             conn.execute("PRAGMA synchronous = FULL")
             conn.executescript(_SCHEMA)
+            if created:
+                # A new file cannot know what seqs this node used before: it was deleted, lost
+                # with its card, or never existed. Starting at the clock keeps a seq from ever
+                # repeating for the node (before: a deleted file restarted at 1 with new content,
+                # and subscribers that de-duplicate by seq dropped real verdicts).
+                conn.execute(
+                    "UPDATE meta SET value = max(value, ?) WHERE key = 'seq'", (seq_floor(),)
+                )
             self._seq = self._read_meta(conn, "seq")
             self._dropped = self._read_meta(conn, "dropped")
             self._depth = int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
@@ -472,6 +480,20 @@ def _salvage_seq(path: Path) -> int:
     return best
 
 
+def _salvage_row_count(path: Path) -> int | None:
+    """How many stored rows a damaged file still shows, or None when it cannot be counted."""
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+
+
 def _row(r: tuple[Any, ...]) -> Row:
     """A Row from one `SELECT id, seq, topic, payload, qos, retain, created` result."""
     return Row(
@@ -480,9 +502,11 @@ def _row(r: tuple[Any, ...]) -> Row:
     )  # fmt: skip
 
 
-def _seq_floor_after_loss() -> int:
-    """A seq no earlier run can have reached when the counter itself was lost: milliseconds since
-    1970. Safe while fewer than 1000 messages a second are numbered (one per window here) and the
-    clock is set; an RTC-less board before NTP can undercut it, so a salvaged value wins if higher.
-    """
-    return time.time_ns() // 1_000_000
+def seq_floor() -> int:
+    """The first seq of a new outbox file: microseconds since 1970, so no earlier file of this
+    node can have reached it. Safe while fewer than a million messages a second are numbered
+    (one per window live; replay at full speed makes tens) and the clock does not go back; an
+    RTC-less board before NTP can undercut it (its verdicts then say the clock was not
+    synchronized), and a salvaged value from a damaged file wins if higher. Below 2**53 (exact
+    in JSON and JavaScript) until the year 2255."""
+    return time.time_ns() // 1_000
