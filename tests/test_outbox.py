@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -147,21 +148,61 @@ class TestBounds:
         with Outbox(path, max_rows=5) as box:
             assert box.dropped == 3
 
-    def test_disk_floor_keeps_the_file_from_growing(self, tmp_path: Path) -> None:
-        """Below min_free_mb each new row replaces the oldest; drops are counted as disk_floor."""
+    def test_below_the_disk_floor_it_goes_on_in_memory(self, tmp_path: Path) -> None:
+        """Below min_free_mb (checked before writing) the file is not written: its pending rows
+        and the new ones are kept in memory, nothing is dropped, `degraded` says why, and acks
+        work. Before: each new row replaced the oldest, so rows were dropped that a reachable
+        broker could have taken."""
         path = tmp_path / "o.sqlite"
         with Outbox(path) as box:
             box.add_numbered(verdict)
             box.add_numbered(verdict)
+            on_disk = box.last_seq
+        size = path.stat().st_size
         # No disk has this much free space, so the floor is always undercut.
         with capture_logs() as logs, Outbox(path, min_free_mb=1e12) as box:
+            assert box.degraded is not None
+            assert "min_free_mb" in box.degraded
+            rows = [box.add_numbered(verdict) for _ in range(3)]
+            assert box.depth() == 5
+            assert box.dropped == 0
+            assert all(r.seq is not None and r.seq > on_disk for r in rows)
+            for row in box.pending(10):
+                assert box.ack(row.id)
+            assert box.depth() == 0
+        assert path.stat().st_size == size
+        degraded = [e for e in logs if e["event"] == "outbox_degraded"]
+        assert len(degraded) == 1
+        assert degraded[0]["pending"] == 2
+
+    def test_rows_that_must_go_are_normal_before_anomalous_and_never_alarms(
+        self, tmp_path: Path
+    ) -> None:
+        """Over max_rows: the oldest normal verdicts go first, then anomalous ones; an alarm
+        change is never dropped."""
+
+        def labelled(label: str) -> Callable[[int], Message]:
+            def build(seq: int) -> Message:
+                body = {"seq": seq, "label": label, "replayed": False}
+                return Message("verdict", json.dumps(body).encode(), 1, False)
+
+            return build
+
+        with Outbox(tmp_path / "o.sqlite", max_rows=4) as box:
+            box.add(Message("alarm", b'{"state":"alarm"}', 1, True))
+            anomalous = box.add_numbered(labelled("anomalous"))
             for _ in range(3):
-                box.add_numbered(verdict)
-            assert box.depth() == 2
-            assert box.dropped == 3
-            last = box.last_seq
-        assert stored_seqs(path) == [last - 1, last]
-        assert any(e.get("reason") == "disk_floor" for e in logs)
+                box.add_numbered(labelled("normal"))
+            assert box.dropped == 1
+            kept = box.pending(10)
+            assert kept[0].topic == "alarm"
+            assert anomalous.id in {r.id for r in kept}
+            for _ in range(3):
+                box.add_numbered(labelled("anomalous"))
+            kept = box.pending(10)
+        labels = [json.loads(r.payload).get("label") for r in kept if r.topic == "verdict"]
+        assert [r.topic for r in kept].count("alarm") == 1
+        assert labels == ["anomalous"] * 3  # the normal ones went first, then the oldest anomalous
 
     def test_disk_floor_keeps_at_least_the_newest_row(self, tmp_path: Path) -> None:
         """An empty outbox below the floor still keeps the message just added."""

@@ -2,13 +2,24 @@
 
 One connection behind one lock, so the service thread (add) and paho's network thread (ack) may
 both call it; a seq is allocated in the same transaction as the row that carries it, so a crash
-can never hand out the same seq twice. Bounded by max_rows and a free-disk floor: the oldest rows
-go first, counted (persisted) and logged, never silently.
+can never hand out the same seq twice. Bounded by max_rows: when rows must go, normal verdicts go
+before anomalous ones (oldest first) and alarm changes never; drops are counted (persisted) and
+logged, never silently.
+
+A tower never stops listening for lack of disk. When the file cannot be written (a full or
+read-only card, an immutable file, an I/O error) or the free space is below the disk floor
+(checked before each write, not discovered by an SQLite error), the outbox goes on in memory:
+`degraded` says why, the pending rows move with it, at most `MEMORY_MAX_ROWS` are kept, and while
+the broker is reachable they are sent and acknowledged as before, so nothing is dropped. Every
+`RETRY_DISK_S` it tries the file again and, once it can, writes what is pending back and goes on
+from there. Seqs taken in memory start at the clock (`seq_floor`), so a crash in memory, whose
+counter the file never saw, cannot make the next run repeat them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import sqlite3
@@ -39,6 +50,26 @@ DROP_LOG_INTERVAL_S: Final = 60.0
 line), which spares the SD card a log line per verdict."""
 
 _CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_UNWRITABLE_CODES: Final = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PERM,
+    }
+)
+_UNWRITABLE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM,
+                                       errno.EDQUOT, errno.EIO})  # fmt: skip
+MEMORY_MAX_ROWS: Final = 5_000
+"""Rows kept in memory at most while the disk cannot be used (about 5 MB of verdicts: 42 hours
+of 30 s windows), on top of max_rows."""
+RETRY_DISK_S: Final = 60.0
+"""How often the degraded outbox tries the file again."""
+WAL_CHECKPOINT_PAGES: Final = 64
+"""Checkpoint the WAL every 64 pages (256 KiB) and truncate it back to `WAL_LIMIT_BYTES`: with
+SQLite's default of 1000 pages the WAL alone filled a 1 MiB card after 59 verdicts."""
+WAL_LIMIT_BYTES: Final = 256 * 1024
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -54,7 +85,16 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('seq', 0), ('dropped', 0);
 """
 
-DropReason = Literal["max_rows", "disk_floor"]
+_DROP_SQL: Final = """
+DELETE FROM messages WHERE id IN (
+    SELECT id FROM messages WHERE retain = 0
+    ORDER BY json_extract(CAST(payload AS TEXT), '$.label') = 'anomalous', id LIMIT ?
+)
+"""
+"""The rows to drop first: unretained (never an alarm change), normal before anomalous, oldest
+first. A payload that is not JSON counts as normal."""
+
+DropReason = Literal["max_rows", "memory"]
 
 
 class OutboxError(CoronaError):
@@ -99,6 +139,9 @@ class Outbox:
         self._dropped = 0
         self._unlogged_drops = 0
         self._last_drop_log = float("-inf")
+        self.degraded: str | None = None
+        """Why the outbox runs in memory (the disk cannot be used), or None while on disk."""
+        self._retry_disk_at = float("inf")
         self._conn = self._open_or_recover()
 
     @classmethod
@@ -223,6 +266,11 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
+            if self._unlogged_drops:
+                self._last_drop_log = float("-inf")
+                self._log_drops(0, "memory" if self.degraded else "max_rows")
+            if self.degraded is not None:
+                self._try_disk_again()  # what is pending is not lost with the process if it can
             self._conn.close()
 
     def __enter__(self) -> Outbox:
@@ -235,7 +283,11 @@ class Outbox:
 
     def _insert(self, make: Callable[[sqlite3.Connection], tuple[int | None, Message]]) -> Row:
         with self._lock:
-            low_disk = self._below_disk_floor()
+            if self.degraded is None and self._below_disk_floor():
+                self._degrade(f"free disk below outbox.min_free_mb ({self.min_free_mb:g} MB)")
+            elif self.degraded is not None and time.monotonic() >= self._retry_disk_at:
+                self._try_disk_again()
+            in_memory = self.degraded is not None
 
             def transaction() -> tuple[Row, int]:
                 conn = self._conn
@@ -258,16 +310,10 @@ class Outbox:
                     row_id = cur.lastrowid
                     if row_id is None:  # an INSERT always sets it; not an assert: -O drops those
                         raise sqlite3.DatabaseError("INSERT returned no row id")
-                    # Below the disk floor the file must stop growing: the new row replaces the
-                    # oldest (SQLite reuses the freed pages), as if max_rows had been reached.
-                    limit = max(1, self._depth) if low_disk else self.max_rows
+                    limit = min(self.max_rows, MEMORY_MAX_ROWS) if in_memory else self.max_rows
                     excess = max(0, self._depth + 1 - limit)
                     if excess:
-                        conn.execute(
-                            "DELETE FROM messages WHERE id IN"
-                            " (SELECT id FROM messages ORDER BY id LIMIT ?)",
-                            (excess,),
-                        )
+                        excess = conn.execute(_DROP_SQL, (excess,)).rowcount
                         conn.execute(
                             "UPDATE meta SET value = value + ? WHERE key = 'dropped'", (excess,)
                         )
@@ -294,7 +340,7 @@ class Outbox:
                 self._seq = row.seq
             if excess:
                 self._dropped += excess
-                self._log_drops(excess, "disk_floor" if low_disk else "max_rows")
+                self._log_drops(excess, "memory" if in_memory else "max_rows")
             return row
 
     def _below_disk_floor(self) -> bool:
@@ -327,6 +373,9 @@ class Outbox:
         try:
             return op()
         except sqlite3.DatabaseError as err:
+            if self.degraded is None and _is_unwritable(err):
+                self._degrade(f"cannot write {self.path}: {err}")
+                return op()
             if not _is_corrupt(err):
                 raise self._error("cannot use", err) from err
             self._set_aside(err, lost_rows=self._depth)
@@ -336,16 +385,117 @@ class Outbox:
             except sqlite3.Error as again:
                 raise self._error("cannot write the new file", again) from again
 
+    # -- degraded: in memory while the disk cannot be used -------------------------------------
+
+    def _open_in_memory(self, reason: str) -> sqlite3.Connection:
+        """At start: the file cannot be written. What it still shows (pending rows, counters)
+        moves to memory, so nothing it held is lost when the disk comes back."""
+        rows: list[Row] = []
+        if self.path.exists():
+            self._seq = max(self._seq, _salvage_seq(self.path))
+            with contextlib.suppress(sqlite3.Error):
+                reader = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+                try:
+                    rows = [_row(r) for r in reader.execute(_SELECT_ALL)]
+                    self._dropped = self._read_meta(reader, "dropped")
+                    last = reader.execute(
+                        "SELECT seq FROM sqlite_sequence WHERE name = 'messages'"
+                    ).fetchone()
+                    self._last_id = int(last[0]) if last else 0
+                finally:
+                    reader.close()
+        return self._memory_connection(reason, rows=rows)
+
+    def _degrade(self, reason: str) -> None:
+        """While running: move what is pending from the file to memory and go on there."""
+        try:
+            rows = self._conn.execute(_SELECT_ALL).fetchall()
+        except sqlite3.Error as err:
+            rows = []
+            self._dropped += self._depth
+            log.error("outbox_rows_lost", path=str(self.path), rows=self._depth, error=str(err))
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        self._conn = self._memory_connection(reason, rows=[_row(r) for r in rows])
+
+    def _memory_connection(self, reason: str, *, rows: list[Row]) -> sqlite3.Connection:
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        conn.executescript(_SCHEMA)
+        self._seq = max(self._seq, seq_floor())
+        _copy_rows(conn, rows, seq=self._seq, dropped=self._dropped, last_id=self._last_id)
+        self._depth = len(rows)
+        self.degraded = reason
+        self._retry_disk_at = time.monotonic() + RETRY_DISK_S
+        log.error(
+            "outbox_degraded",
+            path=str(self.path),
+            reason=reason,
+            pending=len(rows),
+            keeps_at_most=min(self.max_rows, MEMORY_MAX_ROWS),
+            hint="verdicts are kept in memory and sent while the broker is reachable",
+        )
+        return conn
+
+    def _try_disk_again(self) -> None:
+        """Write what is pending in memory to the file and go on there, if the disk allows."""
+        self._retry_disk_at = time.monotonic() + RETRY_DISK_S
+        if self._below_disk_floor():
+            return
+        rows = [_row(r) for r in self._conn.execute(_SELECT_ALL)]
+        try:
+            make_private_dir(self.path.parent)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, FILE_MODE))
+            disk = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error):
+            return
+        try:
+            if str(disk.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() != "wal":
+                raise sqlite3.OperationalError("journal_mode WAL refused")
+            disk.execute("PRAGMA synchronous = FULL")
+            disk.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+            disk.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
+            disk.executescript(_SCHEMA)
+            disk.execute("BEGIN IMMEDIATE")
+            disk.execute("DELETE FROM messages")  # what the file still held was moved or sent
+            _copy_rows(disk, rows, seq=self._seq, dropped=self._dropped, last_id=self._last_id)
+            disk.execute("COMMIT")
+        except sqlite3.Error as err:
+            with contextlib.suppress(sqlite3.Error):
+                disk.close()
+            log.info("outbox_disk_still_unusable", path=str(self.path), error=str(err))
+            return
+        self._conn.close()
+        self._conn = disk
+        log.warning("outbox_on_disk_again", path=str(self.path), pending=len(rows),
+                    was=self.degraded)  # fmt: skip
+        self.degraded = None
+        self._retry_disk_at = float("inf")
+
     def _open_or_recover(self) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            make_private_dir(self.path.parent)
         except OSError as err:
-            raise OutboxError(
-                f"outbox.path: cannot create the folder {self.path.parent}: {err}"
-            ) from err
+            if err.errno not in _UNWRITABLE_ERRNOS:
+                raise OutboxError(
+                    f"outbox.path: cannot create the folder {self.path.parent}: {err}"
+                ) from err
+            return self._open_in_memory(f"cannot create the folder {self.path.parent}: {err}")
+        if self._below_disk_floor():
+            return self._open_in_memory(
+                f"free disk below outbox.min_free_mb ({self.min_free_mb:g} MB)"
+            )
         try:
             return self._connect()
+        except OSError as err:
+            if err.errno not in _UNWRITABLE_ERRNOS:
+                raise OutboxError(f"{self.path}: cannot create the outbox file: {err}") from err
+            return self._open_in_memory(f"cannot create {self.path}: {err}")
         except sqlite3.DatabaseError as err:
+            if _is_unwritable(err):
+                return self._open_in_memory(f"cannot write {self.path}: {err}")
             if not _is_corrupt(err):
                 raise self._error("cannot open", err) from err
             # Nobody knows the last seq in memory yet: take it from the damaged file if it still
@@ -376,6 +526,8 @@ class Outbox:
             # corrupt the file, but "committed" would then mean "committed unless the power
             # goes": at one verdict per 30 s the fsync is free. Acks relax it (see ack).
             conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
             conn.executescript(_SCHEMA)
             if created:
                 # A new file cannot know what seqs this node used before: it was deleted, lost
@@ -478,6 +630,47 @@ def _salvage_seq(path: Path) -> int:
     finally:
         conn.close()
     return best
+
+
+_SELECT_ALL: Final = (
+    "SELECT id, seq, topic, payload, qos, retain, created FROM messages ORDER BY id"
+)
+_INSERT_WITH_ID: Final = (
+    "INSERT INTO messages (id, seq, topic, payload, qos, retain, created)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _copy_rows(
+    conn: sqlite3.Connection, rows: list[Row], *, seq: int, dropped: int, last_id: int
+) -> None:
+    """Insert rows (with their ids) and the counters into an outbox database (caller commits)."""
+    conn.executemany(
+        _INSERT_WITH_ID,
+        [(r.id, r.seq, r.topic, r.payload, r.qos, int(r.retain), r.created) for r in rows],
+    )
+    conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'seq'", (seq,))
+    conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'dropped'", (dropped,))
+    # Row ids carry on, so the drainer's cursors (ids) stay valid across the switch.
+    conn.execute("DELETE FROM sqlite_sequence WHERE name = 'messages'")
+    conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', ?)", (last_id,))
+
+
+def make_private_dir(folder: Path) -> None:
+    """Create folder (and parents) with mode 0700 whatever the umask (mkdir's mode is masked)."""
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    for made in missing:
+        with contextlib.suppress(OSError):
+            made.chmod(DIR_MODE)
+
+
+def _is_unwritable(err: sqlite3.DatabaseError) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _UNWRITABLE_CODES
+    text = str(err).lower()
+    return any(word in text for word in ("full", "readonly", "read-only", "disk i/o"))
 
 
 def _salvage_row_count(path: Path) -> int | None:
