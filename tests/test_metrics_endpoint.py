@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import pytest
 
-from daemon import metrics
+from daemon import metrics, schemas
 from daemon.analyse.verdict import ModelRef
 from daemon.health import HealthSnapshot
 from tests.daemon_runs import MonitorProcess, noisy_clip, wait_until
@@ -292,6 +292,7 @@ class TestLiveMetrics:
             )
         )
         health = health_of(sub.bodies(topic), parsed)
+        schemas.validate("health", health)
         assert health["node"] == NODE
         assert health["windows"] >= N_WINDOWS
         assert health["sent_live"] + health["sent_replayed"] >= N_WINDOWS
