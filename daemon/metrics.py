@@ -1,4 +1,4 @@
-"""Prometheus metrics of one health snapshot: the text format, an HTTP endpoint and a textfile.
+"""Prometheus metrics of one health snapshot: the text format, and where it goes.
 
 `families` turns a `daemon.health.HealthSnapshot` into metric families and `render` writes them in
 the text exposition format 0.0.4, so a scrape shows exactly the numbers of the health message made
@@ -296,9 +296,11 @@ class MetricsExport:
         try:
             write_textfile(path, text)
         except OSError as err:
-            if self._textfile_error != str(err):  # an SD card needs no line per snapshot
+            # By cause, not message: the message names the random temporary file each time.
+            cause = err.strerror or type(err).__name__
+            if self._textfile_error != cause:  # an SD card needs no line per snapshot
                 log.error("metrics_textfile_failed", path=str(path), error=str(err))
-            self._textfile_error = str(err)
+            self._textfile_error = cause
             return
         if self._textfile_error is not None:
             log.info("metrics_textfile_written", path=str(path), after_error=self._textfile_error)

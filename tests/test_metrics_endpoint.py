@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
+import structlog.testing
 
 from daemon import metrics, schemas
 from daemon.analyse.verdict import ModelRef
+from daemon.config import MetricsSettings
 from daemon.health import HealthSnapshot
 from tests.daemon_runs import MonitorProcess, noisy_clip, wait_until
 from tests.fixtures.broker import free_port
@@ -140,6 +142,39 @@ class TestRender:
         parsed = scrape_text(snapshot(last_window=None, last_score=None, windows=0))
         assert parsed["corona_last_window_timestamp_seconds"].samples == {}
         assert parsed["corona_last_score"].samples == {}
+
+
+class TestExport:
+    def test_endpoint_answers_503_until_the_first_snapshot(self) -> None:
+        """In process: before any snapshot GET /metrics is 503, then the rendering; other paths
+        are 404; close frees the port."""
+        port = free_port()
+        export = metrics.MetricsExport(MetricsSettings(listen=port))
+        export.start()
+        try:
+            assert fetch(port)[0] == 503
+            export.publish(snapshot())
+            status, body = fetch(port)
+            assert status == 200
+            assert body == metrics.render(metrics.families(snapshot()))
+            assert fetch(port, "/healthz")[0] == 404
+        finally:
+            export.close()
+        assert not reachable("127.0.0.1", port)
+
+    def test_textfile_failure_is_logged_once_and_recovers(self, tmp_path: Path) -> None:
+        """A folder that is not there: one error for any number of snapshots, no exception;
+        once it exists the file is written and the recovery logged."""
+        textfile = tmp_path / "later" / "corona.prom"
+        export = metrics.MetricsExport(MetricsSettings(textfile=textfile))
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(3):
+                export.publish(snapshot())
+            textfile.parent.mkdir()
+            export.publish(snapshot())
+        assert [e["event"] for e in logs] == ["metrics_textfile_failed", "metrics_textfile_written"]
+        assert logs[0]["log_level"] == "error"
+        assert parse(textfile.read_text(encoding="utf-8")) == scrape_text(snapshot())
 
 
 # -- the live daemon -----------------------------------------------------------------------------
