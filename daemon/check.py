@@ -8,6 +8,7 @@ starting the service.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Final, TextIO
@@ -76,6 +77,11 @@ def run_check(config_path: Path | None, out: TextIO = sys.stdout) -> int:
     else:
         out.write("mqtt: disabled (mqtt.host is null)\n")
 
+    for line, problem in _outputs(settings):
+        out.write(line + "\n")
+        if problem is not None:
+            problems.append(problem)
+
     for problem in problems:
         sys.stderr.write(f"problem: {problem}\n")
     out.write("ok\n" if not problems else f"{len(problems)} problem(s)\n")
@@ -95,6 +101,38 @@ def _baseline_line(settings: config.Settings, model: Model) -> str:
     except BaselineError as err:
         return f"{err}; the daemon will move it aside and learn again"
     return f"baseline: {found.state}, {found.windows} of {found.learn_windows} windows ({path})"
+
+
+def _outputs(settings: config.Settings) -> list[tuple[str, str | None]]:
+    """A report line for metrics and Home Assistant each, with the problem when the configured
+    output could never appear (the daemon itself only logs it and goes on monitoring)."""
+    metrics = settings.metrics
+    address = metrics.address
+    where = [f"GET http://{_url_host(address[0])}:{address[1]}/metrics"] if address else []
+    problem = None
+    if metrics.textfile is not None:
+        where.append(f"textfile {metrics.textfile}")
+        folder = metrics.textfile.parent
+        if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+            problem = f"metrics.textfile: the folder {folder} does not exist or is not writable"
+    lines = [(f"metrics: {', '.join(where) or 'off'}", problem)]
+    ha = settings.homeassistant
+    if not ha.enabled:
+        lines.append(("homeassistant: off", None))
+    elif not settings.mqtt.enabled:
+        lines.append(
+            (
+                "homeassistant: enabled, but MQTT is disabled",
+                "homeassistant.enabled: needs mqtt.host",
+            )
+        )
+    else:
+        lines.append((f"homeassistant: discovery configs under {ha.discovery_prefix}/", None))
+    return lines
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _probe_broker(settings: config.Settings) -> str | None:

@@ -9,6 +9,7 @@ typo must not silently fall back to a default).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 import types
@@ -178,6 +179,34 @@ class OutboxSettings:
     """Below this much free disk the oldest rows are dropped as if max_rows were reached."""
 
 
+LOOPBACK_HOST = "127.0.0.1"
+"""Where the metrics endpoint listens when `metrics.listen` gives only a port."""
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    listen: str | int | None = None
+    """Serve Prometheus metrics on HTTP GET /metrics at PORT (loopback) or HOST:PORT (an IP
+    address, [IPv6] in brackets, or localhost; 0.0.0.0 = every interface); null = no endpoint."""
+    textfile: Path | None = None
+    """Also write the metrics to this *.prom file (node_exporter's textfile collector), replaced
+    atomically at every health snapshot; null = no file."""
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to bind, or None when no endpoint is configured."""
+        return None if self.listen is None else parse_listen(self.listen)
+
+
+@dataclass(frozen=True)
+class HomeAssistantSettings:
+    enabled: bool = False
+    """Publish retained Home Assistant MQTT discovery configs (status, alarm, score, level) on
+    every connect, so Home Assistant shows the node without YAML."""
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant's discovery prefix (its MQTT integration's setting)."""
+
+
 @dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -196,6 +225,8 @@ class Settings:
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    homeassistant: HomeAssistantSettings = field(default_factory=HomeAssistantSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     @property
@@ -251,7 +282,49 @@ def _check_cross_fields(settings: Settings) -> Settings:
     tls = settings.mqtt.tls
     if (tls.cert is None) != (tls.key is None):
         raise ConfigError("mqtt.tls: cert and key go together; set both or neither")
+    _ = settings.metrics.address  # raises ConfigError naming metrics.listen
+    textfile = settings.metrics.textfile
+    if textfile is not None and textfile.suffix != ".prom":
+        # node_exporter's textfile collector reads *.prom only: another name would be ignored.
+        raise ConfigError(f"metrics.textfile: must end in .prom, got {str(textfile)!r}")
+    prefix = settings.homeassistant.discovery_prefix
+    if any(c in prefix for c in "+#") or prefix.strip("/") != prefix:
+        raise ConfigError(
+            "homeassistant.discovery_prefix: a topic without '+', '#' or a leading or trailing"
+            f" '/', got {prefix!r}"
+        )
     return settings
+
+
+def parse_listen(value: str | int) -> tuple[str, int]:
+    """(host, port) of `metrics.listen`: PORT, HOST:PORT or [IPv6]:PORT; ConfigError otherwise.
+
+    A bare port means loopback: an endpoint reachable from the tower's network must be asked
+    for by naming the address."""
+    text = str(value).strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = LOOPBACK_HOST, text
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    port = int(port_text) if port_text.isascii() and port_text.isdigit() else 0
+    if not 1 <= port <= 65535:
+        raise ConfigError(
+            f"metrics.listen: expected PORT or HOST:PORT with a port 1-65535, got {_show(value)}"
+        )
+    if host != "localhost":
+        try:
+            address = ipaddress.ip_address(host)
+            if address.version == 6 and not bracketed:  # ::1:80 could be ::1 port 80 or ::0.1:80
+                raise ValueError(host)
+            host = str(address)
+        except ValueError:
+            raise ConfigError(
+                "metrics.listen: the host must be an IP address (0.0.0.0 for every interface,"
+                f" [::1] for IPv6) or localhost, got {_show(value)}"
+            ) from None
+    return host, port
 
 
 def build(cls: type[T], data: Mapping[str, Any], path: str, *, base_dir: Path) -> T:

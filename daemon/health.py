@@ -2,8 +2,9 @@
 
 `collect` reads every counter the node keeps (capture, ring, pipeline, outbox, drainer, alarm,
 baseline) into a frozen `HealthSnapshot`; `payload` is the retained MQTT health message (schema
-1, daemon/schemas/health.schema.json). Nothing else builds that message, so a counter added
-here reaches the control room, the log and (later) metrics alike.
+1, daemon/schemas/health.schema.json) and `daemon.metrics` renders the same snapshot for
+Prometheus. Nothing else builds either, so a counter added here reaches the control room, the log
+and the metrics alike, with the same numbers.
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ SCHEMA_VERSION: Final = 1
 @dataclass(frozen=True)
 class HealthSnapshot:
     node: str
-    time: str
+    taken_at: datetime
+    """When the counters were read (UTC)."""
     uptime_s: float
     windows: int
+    windows_normal: int
+    windows_anomalous: int
+    """`windows` split by final label (after alarm.use); the two add up to `windows`."""
     overflows: int
     capture: str
     """The capture's state, or the last window's sensor fault while it runs (silent, ...)."""
@@ -42,6 +47,9 @@ class HealthSnapshot:
     outbox_dropped: int
     sent_live: int
     sent_replayed: int
+    mqtt_connected: bool
+    mqtt_connect_failures: int
+    """Connection attempts to the broker that failed since start."""
     last_window: str | None
     last_label: str | None
     last_score: float | None
@@ -52,6 +60,16 @@ class HealthSnapshot:
     baseline_windows: int
     baseline_learn_windows: int
 
+    @property
+    def time(self) -> str:
+        """taken_at as the payload writes it (ISO-8601 UTC, milliseconds)."""
+        return iso_utc(self.taken_at)
+
+    @property
+    def last_window_end(self) -> datetime | None:
+        """The end of the last scored window as a time (`last_window` is its ISO text)."""
+        return None if self.last_window is None else datetime.fromisoformat(self.last_window)
+
     def payload(self) -> dict[str, Any]:
         """The health JSON object (schema 1; fields are only ever added)."""
         return {
@@ -60,6 +78,10 @@ class HealthSnapshot:
             "time": self.time,
             "uptime_s": self.uptime_s,
             "windows": self.windows,
+            "windows_by_label": {
+                "normal": self.windows_normal,
+                "anomalous": self.windows_anomalous,
+            },
             "overflows": self.overflows,
             "capture": self.capture,
             "capture_error": self.capture_error,
@@ -70,6 +92,10 @@ class HealthSnapshot:
             "outbox_dropped": self.outbox_dropped,
             "sent_live": self.sent_live,
             "sent_replayed": self.sent_replayed,
+            "mqtt": {
+                "connected": self.mqtt_connected,
+                "connect_failures": self.mqtt_connect_failures,
+            },
             "last_window": self.last_window,
             "last_label": self.last_label,
             "last_score": self.last_score,
@@ -112,11 +138,14 @@ def collect(
 ) -> HealthSnapshot:
     """Read every counter once, now."""
     drainer = messenger.drainer
+    publisher = messenger.publisher
     return HealthSnapshot(
         node=node,
-        time=iso_utc(datetime.now(UTC)),
+        taken_at=datetime.now(UTC),
         uptime_s=round(uptime_s, 1),
         windows=stats.windows,
+        windows_normal=stats.windows_by_label["normal"],
+        windows_anomalous=stats.windows_by_label["anomalous"],
         overflows=capture.overflows,
         capture=capture_state(capture, stats),
         capture_error=capture.last_error,
@@ -127,6 +156,8 @@ def collect(
         outbox_dropped=messenger.outbox.dropped,
         sent_live=drainer.sent_live if drainer is not None else 0,
         sent_replayed=drainer.sent_replayed if drainer is not None else 0,
+        mqtt_connected=messenger.connected,
+        mqtt_connect_failures=publisher.connect_failures if publisher is not None else 0,
         last_window=stats.last_window_end,
         last_label=stats.last_label,
         last_score=stats.last_score,

@@ -9,7 +9,7 @@ config (`daemon.analyse.featurespec.resolve`: a contradiction is a ConfigError n
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -43,9 +43,15 @@ from daemon.listen.windows import Window, Windower
 log = structlog.get_logger(__name__)
 
 
+def _no_windows() -> dict[verdict.Label, int]:
+    return {"normal": 0, "anomalous": 0}
+
+
 @dataclass
 class PipelineStats:
     windows: int = 0
+    windows_by_label: dict[verdict.Label, int] = field(default_factory=_no_windows)
+    """Windows per final label (after alarm.use): metrics count them by label."""
     last_window_end: str | None = None
     last_label: str | None = None
     last_score: float | None = None
@@ -294,6 +300,7 @@ class Pipeline:
 
     def _track(self, stored: Verdict, score: float) -> None:
         self.stats.windows += 1
+        self.stats.windows_by_label[stored.label] += 1
         self.stats.last_window_end = stored.window_end
         self.stats.last_label = stored.label
         self.stats.last_score = stored.score

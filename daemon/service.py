@@ -27,6 +27,7 @@ from daemon.constants import SAMPLE_RATE
 from daemon.deliver.messenger import Messenger
 from daemon.deliver.sinks import ALARM_STATE_KEY, RememberAlarm
 from daemon.listen.capture import Capture
+from daemon.metrics import MetricsExport
 from daemon.pipeline import Pipeline, PipelineStats, open_baseline, start_up
 
 log = structlog.get_logger(__name__)
@@ -50,6 +51,7 @@ class Service:
         self.settings = settings
         self.model = model
         self.messenger = Messenger(settings)
+        self.metrics = MetricsExport(settings.metrics)
         self.capture = Capture(settings.audio)
         # A standing alarm survives a restart: the new process must be able to clear it.
         was_alarm = self.messenger.outbox.get_state(ALARM_STATE_KEY) == 1
@@ -82,6 +84,7 @@ class Service:
             device=self.settings.audio.device,
         )
         self.messenger.start()
+        self.metrics.start()
         self.capture.start()
         self.capture.wait_running(READY_WAIT_S)
         notify.ready(self._status_line())
@@ -92,6 +95,7 @@ class Service:
             notify.stopping()
             self.capture.stop()
             self._publish_health()
+            self.metrics.close()
             self.messenger.close()
             log.info("stopped", windows=self._windows_done())
         return 0
@@ -168,9 +172,11 @@ class Service:
 
     def _publish_health(self) -> None:
         self._last_health = time.monotonic()
-        payload = self.snapshot().payload()
+        snapshot = self.snapshot()
+        payload = snapshot.payload()
         log.info("health", **{k: v for k, v in payload.items() if k not in ("schema", "model")})
         self.messenger.publish_health(payload)
+        self.metrics.publish(snapshot)  # the same snapshot: the same numbers as the health message
 
     def _status_line(self) -> str:
         return (

@@ -114,3 +114,50 @@ class TestReportInProcess:
         assert f"config: {cfg}" in report
         assert "mqtt: disabled (mqtt.host is null)" in report
         assert report.rstrip().endswith("2 problem(s)")
+
+    def test_metrics_and_home_assistant_outputs(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Where metrics go is reported; a textfile folder that is missing and Home Assistant
+        without MQTT are problems (those outputs could never appear)."""
+        missing = tmp_path / "no-such-folder" / "corona.prom"
+        cfg = write_config(
+            tmp_path,
+            tmp_path / "gone.tflite",
+            metrics={"listen": "[::1]:9750", "textfile": str(missing)},
+            homeassistant={"enabled": True},
+        )
+        out = io.StringIO()
+        assert run_check(cfg, out) == 1
+        report = out.getvalue()
+        assert f"metrics: GET http://[::1]:9750/metrics, textfile {missing}" in report
+        assert "homeassistant: enabled, but MQTT is disabled" in report
+        assert output_problems(capsys.readouterr().err) == [
+            f"problem: metrics.textfile: the folder {missing.parent} does not exist or is not"
+            " writable",
+            "problem: homeassistant.enabled: needs mqtt.host",
+        ]
+
+    def test_metrics_off_and_a_writable_textfile_folder_are_fine(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """By default both outputs say off; a textfile in a writable folder is no problem."""
+        out = io.StringIO()
+        run_check(write_config(tmp_path, tmp_path / "gone.tflite"), out)
+        assert "metrics: off" in out.getvalue()
+        assert "homeassistant: off" in out.getvalue()
+        textfile = tmp_path / "corona.prom"
+        cfg = write_config(tmp_path, tmp_path / "gone.tflite", metrics={"textfile": str(textfile)})
+        out = io.StringIO()
+        run_check(cfg, out)
+        assert f"metrics: textfile {textfile}" in out.getvalue()
+        assert output_problems(capsys.readouterr().err) == []
+
+
+def output_problems(errors: str) -> list[str]:
+    """The problem lines about metrics and Home Assistant (not the model's or the device's)."""
+    return [
+        line
+        for line in errors.splitlines()
+        if line.startswith(("problem: metrics", "problem: homeassistant"))
+    ]

@@ -80,6 +80,29 @@ class TestValues:
         settings = config.load(write(tmp_path, "mqtt: {password_env: TOWER_PW}"))
         assert settings.mqtt.password() == "from-env"
 
+    @pytest.mark.parametrize(
+        ("listen", "address"),
+        [
+            ("9750", ("127.0.0.1", 9750)),
+            ("'9750'", ("127.0.0.1", 9750)),
+            ("0.0.0.0:9750", ("0.0.0.0", 9750)),  # noqa: S104 - asked for by name
+            ("'[::1]:9750'", ("::1", 9750)),
+            ("localhost:9750", ("localhost", 9750)),
+        ],
+    )
+    def test_metrics_listen(self, tmp_path: Path, listen: str, address: tuple[str, int]) -> None:
+        """metrics.listen: a bare port is loopback; another address only when it is named."""
+        settings = config.load(write(tmp_path, f"metrics: {{listen: {listen}}}"))
+        assert settings.metrics.address == address
+
+    def test_metrics_and_home_assistant_off_by_default(self) -> None:
+        """No endpoint, no textfile, no discovery unless configured."""
+        settings = config.load(None)
+        assert settings.metrics.address is None
+        assert settings.metrics.textfile is None
+        assert settings.homeassistant.enabled is False
+        assert settings.homeassistant.discovery_prefix == "homeassistant"
+
 
 BAD = [
     ("mqtt: {port: abc}", "mqtt.port: expected an integer 1-65535, got 'abc'"),
@@ -99,6 +122,16 @@ BAD = [
     ("mqtt: {tls: {cert: c.pem}}", "mqtt.tls: cert and key go together"),
     ("- just\n- a list", "expected a mapping of keys at the top"),
     ("mqtt: {port: [", "not valid YAML"),
+    ("metrics: {listen: abc}", "metrics.listen: expected PORT or HOST:PORT with a port 1-65535"),
+    ("metrics: {listen: 70000}", "metrics.listen: expected PORT or HOST:PORT"),
+    ("metrics: {listen: '1.2.3.4:'}", "metrics.listen: expected PORT or HOST:PORT"),
+    ("metrics: {listen: 'tower:9750'}", "metrics.listen: the host must be an IP address"),
+    ("metrics: {listen: '::1:9750'}", "metrics.listen: the host must be an IP address"),
+    ("metrics: {listen: [9750]}", "metrics.listen: expected"),
+    ("metrics: {textfile: corona.txt}", "metrics.textfile: must end in .prom"),
+    ("metrics: {port: 1}", "metrics.port: unknown key"),
+    ("homeassistant: {enabled: yes please}", "homeassistant.enabled: expected true or false"),
+    ("homeassistant: {discovery_prefix: 'ha/#'}", "homeassistant.discovery_prefix: a topic"),
 ]
 
 

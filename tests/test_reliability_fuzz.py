@@ -264,6 +264,8 @@ KNOWN: Final = {
         "reconnect_max_s",
     ],
     "outbox": ["path", "max_rows", "min_free_mb"],
+    "metrics": ["listen", "textfile"],
+    "homeassistant": ["enabled", "discovery_prefix"],
     "logging": ["level", "format"],
 }
 

@@ -138,6 +138,19 @@ class TestAlarmAndHealth:
         schemas.validate("health", health())
         schemas.validate("health", {**health(), "last_window": None, "window_s": 30.0, "x": 1})
 
+    def test_health_by_label_and_mqtt_are_checked_when_present(self) -> None:
+        """The optional windows_by_label and mqtt objects pass when well formed, fail when not."""
+        good = {
+            **health(),
+            "windows_by_label": {"normal": 100, "anomalous": 20},
+            "mqtt": {"connected": True, "connect_failures": 0},
+        }
+        schemas.validate("health", good)
+        by_label = {"normal": -1, "anomalous": 0}
+        assert not schemas.is_valid("health", {**good, "windows_by_label": by_label})
+        mqtt = {"connected": "yes", "connect_failures": 0}
+        assert not schemas.is_valid("health", {**good, "mqtt": mqtt})
+
     @pytest.mark.parametrize("name", list(health()))
     def test_health_fields_are_required(self, name: str) -> None:
         """Each health field the control room reads is required."""

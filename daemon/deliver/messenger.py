@@ -20,7 +20,7 @@ from daemon.deliver.sinks import NumberOnlySink, OutboxSink, Sink
 
 if TYPE_CHECKING:
     # paho (with ssl, email, urllib) costs about 60 ms of CPU to import: only when MQTT is on.
-    from daemon.deliver.publish import Publisher
+    from daemon.deliver.publish import Publisher, Retained
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +40,9 @@ class Messenger:
         if settings.mqtt.enabled:
             from daemon.deliver.publish import Publisher
 
-            self.publisher = Publisher(settings.mqtt, settings.node_id)
+            self.publisher = Publisher(
+                settings.mqtt, settings.node_id, announcements=announcements(settings)
+            )
             self.drainer = Drainer(self.outbox)
             self.sink = OutboxSink(self.outbox, qos=settings.mqtt.qos)
         else:
@@ -84,3 +86,19 @@ class Messenger:
         if depth:
             log.info("outbox_kept", depth=depth)
         self.outbox.close()
+
+
+def announcements(settings: Settings) -> list[Retained]:
+    """What the node re-publishes, retained, on every connect: Home Assistant's discovery configs
+    when `homeassistant.enabled`, else nothing."""
+    if not settings.homeassistant.enabled:
+        return []
+    from daemon.deliver import discovery
+    from daemon.deliver.publish import topics
+
+    return discovery.configs(
+        discovery_prefix=settings.homeassistant.discovery_prefix,
+        node=settings.node_id,
+        topics=topics(settings.mqtt.prefix, settings.node_id),
+        qos=settings.mqtt.qos,
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -49,6 +49,14 @@ class Topics:
     verdict: str
     alarm: str
     health: str
+
+
+@dataclass(frozen=True)
+class Retained:
+    """A retained message the node (re)announces on every connect, such as a discovery config."""
+
+    topic: str
+    payload: str
 
 
 def topics(prefix: str, node: str) -> Topics:
@@ -191,9 +199,11 @@ class Publisher:
         node_id: str,
         *,
         protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
+        announcements: Sequence[Retained] = (),
     ) -> None:
         self._settings = settings
         self._node_id = node_id
+        self._announcements = tuple(announcements)
         self.topics = topics(settings.prefix, node_id)
         self._client = make_client(settings, node_id, protocol=protocol)
         self._client.will_set(self.topics.status, STATUS_OFFLINE, qos=STATUS_QOS, retain=True)
@@ -393,6 +403,10 @@ class Publisher:
             port=self._settings.port,
             session_present=flags.session_present,
         )
+        # Before `online`: a subscriber that sees online has every announcement already (the
+        # broker keeps one connection's messages in order), so online is their barrier.
+        for message in self._announcements:
+            self._send(message.topic, message.payload, qos=STATUS_QOS, retain=True, on_ack=None)
         self._send(self.topics.status, STATUS_ONLINE, qos=STATUS_QOS, retain=True, on_ack=None)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
