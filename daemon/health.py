@@ -45,6 +45,10 @@ class HealthSnapshot:
     """Frames the ring buffer overwrote before the worker read them (the worker fell behind)."""
     outbox_depth: int
     outbox_dropped: int
+    outbox: str
+    """ok (the outbox file) or degraded (in memory: the disk cannot be used; outbox_error says
+    why)."""
+    outbox_error: str | None
     sent_live: int
     sent_replayed: int
     mqtt_connected: bool
@@ -90,6 +94,8 @@ class HealthSnapshot:
             "dropped_frames": self.dropped_frames,
             "outbox_depth": self.outbox_depth,
             "outbox_dropped": self.outbox_dropped,
+            "outbox": self.outbox,
+            "outbox_error": self.outbox_error,
             "sent_live": self.sent_live,
             "sent_replayed": self.sent_replayed,
             "mqtt": {
@@ -154,6 +160,8 @@ def collect(
         dropped_frames=capture.dropped_frames,
         outbox_depth=messenger.outbox.depth(),
         outbox_dropped=messenger.outbox.dropped,
+        outbox="ok" if messenger.outbox.degraded is None else "degraded",
+        outbox_error=messenger.outbox.degraded,
         sent_live=drainer.sent_live if drainer is not None else 0,
         sent_replayed=drainer.sent_replayed if drainer is not None else 0,
         mqtt_connected=messenger.connected,

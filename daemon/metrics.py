@@ -153,8 +153,14 @@ def families(snap: HealthSnapshot) -> list[Family]:
         _one(
             "corona_outbox_dropped_total",
             "counter",
-            "Oldest messages dropped because the outbox was full.",
+            "Messages dropped because the outbox was full (normal first, alarms never).",
             snap.outbox_dropped,
+        ),
+        _one(
+            "corona_outbox_degraded",
+            "gauge",
+            "1 while the outbox runs in memory because the disk cannot be used.",
+            int(snap.outbox == "degraded"),
         ),
         Family(
             "corona_messages_sent_total",

@@ -39,6 +39,7 @@ COUNTERS: Final = {
     "corona_capture_overflows_total",
     "corona_capture_dropped_frames_total",
     "corona_outbox_dropped_total",
+    "corona_outbox_degraded",
     "corona_messages_sent_total",
     "corona_mqtt_connect_failures_total",
 }
@@ -76,6 +77,8 @@ def snapshot(**changes: Any) -> HealthSnapshot:
         "dropped_frames": 0,
         "outbox_depth": 2,
         "outbox_dropped": 0,
+        "outbox": "ok",
+        "outbox_error": None,
         "sent_live": 4,
         "sent_replayed": 1,
         "mqtt_connected": True,
@@ -233,6 +236,7 @@ def assert_same_numbers(parsed: dict[str, ParsedFamily], health: dict[str, Any])
     assert parsed["corona_capture_dropped_frames_total"].value() == health["dropped_frames"]
     assert parsed["corona_outbox_depth"].value() == health["outbox_depth"]
     assert parsed["corona_outbox_dropped_total"].value() == health["outbox_dropped"]
+    assert parsed["corona_outbox_degraded"].value() == (health["outbox"] == "degraded")
     sent = parsed["corona_messages_sent_total"]
     assert sent.value(delivery="live") == health["sent_live"]
     assert sent.value(delivery="replayed") == health["sent_replayed"]
