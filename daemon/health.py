@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from daemon.analyse.verdict import ModelRef, iso_utc
+from daemon.clock import ClockStatus
 
 if TYPE_CHECKING:
     from daemon.analyse.alarm import Alarm
@@ -51,6 +52,9 @@ class HealthSnapshot:
     baseline_state: str
     baseline_windows: int
     baseline_learn_windows: int
+    clock_synced: bool | None = None
+    """The system clock's NTP state now (daemon.clock); None when the kernel cannot be asked."""
+    clock_max_error_us: int | None = None
 
     def payload(self) -> dict[str, Any]:
         """The health JSON object (schema 1; fields are only ever added)."""
@@ -85,6 +89,8 @@ class HealthSnapshot:
                 "windows": self.baseline_windows,
                 "learn_windows": self.baseline_learn_windows,
             },
+            "clock_synced": self.clock_synced,
+            "clock_max_error_us": self.clock_max_error_us,
         }
 
 
@@ -109,6 +115,7 @@ def collect(
     baseline: Baseline | None,
     model: ModelRef,
     window_s: float,
+    clock: ClockStatus,
 ) -> HealthSnapshot:
     """Read every counter once, now."""
     drainer = messenger.drainer
@@ -136,4 +143,6 @@ def collect(
         baseline_state=baseline.state if baseline is not None else "off",
         baseline_windows=baseline.windows if baseline is not None else 0,
         baseline_learn_windows=baseline.learn_windows if baseline is not None else 0,
+        clock_synced=clock.synced,
+        clock_max_error_us=clock.max_error_us,
     )
