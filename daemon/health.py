@@ -55,6 +55,9 @@ class HealthSnapshot:
     clock_synced: bool | None = None
     """The system clock's NTP state now (daemon.clock); None when the kernel cannot be asked."""
     clock_max_error_us: int | None = None
+    mqtt_conflict: bool = False
+    """Another node with this node_id keeps taking the broker session (daemon.deliver.takeover)."""
+    mqtt_takeovers: int = 0
 
     def payload(self) -> dict[str, Any]:
         """The health JSON object (schema 1; fields are only ever added)."""
@@ -91,6 +94,8 @@ class HealthSnapshot:
             },
             "clock_synced": self.clock_synced,
             "clock_max_error_us": self.clock_max_error_us,
+            "mqtt_conflict": self.mqtt_conflict,
+            "mqtt_takeovers": self.mqtt_takeovers,
         }
 
 
@@ -119,6 +124,7 @@ def collect(
 ) -> HealthSnapshot:
     """Read every counter once, now."""
     drainer = messenger.drainer
+    publisher = messenger.publisher
     return HealthSnapshot(
         node=node,
         time=iso_utc(datetime.now(UTC)),
@@ -145,4 +151,6 @@ def collect(
         baseline_learn_windows=baseline.learn_windows if baseline is not None else 0,
         clock_synced=clock.synced,
         clock_max_error_us=clock.max_error_us,
+        mqtt_conflict=publisher.conflict if publisher is not None else False,
+        mqtt_takeovers=publisher.takeovers if publisher is not None else 0,
     )

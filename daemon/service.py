@@ -74,6 +74,7 @@ class Service:
         self.stats = PipelineStats()
         self._recoveries_seen = 0
         self._last_health = 0.0
+        self._health_connections = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -110,7 +111,15 @@ class Service:
             self._pipeline_for_block(block).feed(block)
         self.messenger.pump()
         now = time.monotonic()
-        if now - self._last_health >= self.settings.mqtt.health_interval_s:
+        # Health goes out on every interval and at once on each (re)connect: the retained report
+        # is fresh from the first minute, and a node that is mostly disconnected (a node_id
+        # conflict's backoff) still gets its state to the control room on its brief connections.
+        connections = self.messenger.connections
+        if (
+            now - self._last_health >= self.settings.mqtt.health_interval_s
+            or connections != self._health_connections
+        ):
+            self._health_connections = connections
             self._publish_health()
             notify.status(self._status_line())
         self.watchdog.tick(self._last_progress(now))
