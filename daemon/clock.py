@@ -24,7 +24,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+import structlog
+
 from daemon.errors import ConfigError
+
+log = structlog.get_logger(__name__)
 
 TIME_ERROR: Final = 5
 """adjtimex's return value when the clock is not synchronized (<sys/timex.h>)."""
@@ -159,3 +163,26 @@ def reader(environ: Mapping[str, str] = os.environ) -> Callable[[], ClockStatus]
         raise ConfigError(f"{TEST_OVERRIDE_ENV}={override!r}: expected one of {sorted(_OVERRIDES)}")
     fixed = _OVERRIDES[override]
     return lambda: fixed
+
+
+class Tracker:
+    """A reader that logs each change of state once: a Pi boots unsynchronized, then NTP steps
+    the clock, and the log says from when on the verdict times can be trusted."""
+
+    def __init__(self, read_status: Callable[[], ClockStatus]) -> None:
+        self._read = read_status
+        self._last: ClockStatus | None = None
+
+    def __call__(self) -> ClockStatus:
+        status = self._read()
+        if self._last is None or status.synced != self._last.synced:
+            if status.synced is False:
+                log.warning(
+                    "clock_unsynchronized",
+                    max_error_us=status.max_error_us,
+                    hint="verdict times may be wrong until NTP synchronizes the clock",
+                )
+            else:
+                log.info("clock_synchronized" if status.synced else "clock_unknown")
+        self._last = status
+        return status

@@ -59,11 +59,10 @@ class Service:
         self._sink = RememberAlarm(self.messenger.sink, self.messenger.outbox)
         self.baseline = open_baseline(settings, model)
         self.watchdog = notify.Watchdog(stall_after_s())
-        self.clock = clock.reader()
-        if self.clock is not clock.read:
-            log.warning("clock_overridden", env=clock.TEST_OVERRIDE_ENV, synced=self.clock().synced)
-        self._clock_synced: bool | None = None
-        self._clock_read = False
+        read_clock = clock.reader()
+        if read_clock is not clock.read:
+            log.warning("clock_overridden", env=clock.TEST_OVERRIDE_ENV, synced=read_clock().synced)
+        self.clock = clock.Tracker(read_clock)
         self._stop = threading.Event()
         # Start-up is timed from the launch (config and model loading included), not from here.
         self._started_monotonic = (
@@ -145,26 +144,9 @@ class Service:
                 overflows=lambda: self.capture.overflows,
                 stats=self.stats,
                 baseline=self.baseline,
-                clock_synced=lambda: self._read_clock().synced,
+                clock_synced=lambda: self.clock().synced,
             )
         return self._pipeline
-
-    def _read_clock(self) -> clock.ClockStatus:
-        """The clock's state now; a change is logged once (a Pi boots unsynchronized, then NTP
-        steps the clock: the log then says from when on the verdict times are right)."""
-        status = self.clock()
-        if not self._clock_read or status.synced != self._clock_synced:
-            self._clock_read = True
-            self._clock_synced = status.synced
-            if status.synced is False:
-                log.warning(
-                    "clock_unsynchronized",
-                    max_error_us=status.max_error_us,
-                    hint="verdict times may be wrong until NTP synchronizes the clock",
-                )
-            else:
-                log.info("clock_synchronized" if status.synced else "clock_unknown")
-        return status
 
     def _last_progress(self, now: float) -> float:
         # Audio arriving is progress; so is a capture that is faulted and waiting to retry (the
@@ -196,7 +178,7 @@ class Service:
             baseline=self.baseline,
             model=ModelRef(self.model.name, self.model.sha256, self.model.kind),
             window_s=self.model.spec.window_s,
-            clock=self._read_clock(),
+            clock=self.clock(),
         )
 
     def _publish_health(self) -> None:

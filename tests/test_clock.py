@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import structlog.testing
 
 from daemon import clock, schemas
 from daemon.errors import ConfigError
@@ -92,6 +93,22 @@ class TestOverride:
         real clock in disguise."""
         with pytest.raises(ConfigError, match=clock.TEST_OVERRIDE_ENV):
             clock.reader({clock.TEST_OVERRIDE_ENV: "yes"})
+
+
+class TestTracker:
+    def test_each_change_is_logged_once(self) -> None:
+        """Unsynchronized at boot, then synchronized by NTP: one warning, then one info line,
+        however often it is read. The states come from an injected reader: the kernel's own
+        cannot be changed by a test."""
+        states = iter([False, False, False, True, True])
+        tracker = clock.Tracker(lambda: clock.ClockStatus(synced=next(states)))
+        with structlog.testing.capture_logs() as logged:
+            seen = [tracker().synced for _ in range(5)]
+        assert seen == [False, False, False, True, True]
+        assert [(e["event"], e["log_level"]) for e in logged] == [
+            ("clock_unsynchronized", "warning"),
+            ("clock_synchronized", "info"),
+        ]
 
 
 def _opposite_of_the_kernel() -> tuple[str, bool]:
