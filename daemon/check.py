@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
+
+import paho.mqtt.client as mqtt
 
 from daemon import config
 from daemon.analyse.baseline import BaselineError
 from daemon.analyse.model import Model
-from daemon.deliver.publish import connect_and_wait, make_client
+from daemon.deliver.publish import STATUS_ONLINE, connect_and_wait, make_client, topics
 from daemon.errors import CoronaError
 from daemon.listen.capture import list_input_devices, resolve_input_device
 from daemon.pipeline import baseline_terms, load_model, runtime_spec
@@ -69,23 +72,38 @@ def run_check(config_path: Path | None, out: TextIO = sys.stdout) -> int:
     except CoronaError as err:
         problems.append(str(err))  # CaptureError names audio.device itself
 
-    if settings.mqtt.enabled:
-        verdict = _probe_broker(settings)
-        out.write(f"mqtt: {settings.mqtt.host}:{settings.mqtt.port} {verdict or 'answers'}\n")
-        if verdict:
-            problems.append(f"mqtt: {settings.mqtt.host}:{settings.mqtt.port} {verdict}")
-    else:
-        out.write("mqtt: disabled (mqtt.host is null)\n")
+    warnings: list[str] = []
+    _check_mqtt(settings, out, problems, warnings)
 
     for line, problem in _outputs(settings):
         out.write(line + "\n")
         if problem is not None:
             problems.append(problem)
 
+    for warning in warnings:
+        sys.stderr.write(f"warning: {warning}\n")
     for problem in problems:
         sys.stderr.write(f"problem: {problem}\n")
     out.write("ok\n" if not problems else f"{len(problems)} problem(s)\n")
     return 0 if not problems else 1
+
+
+def _check_mqtt(
+    settings: config.Settings, out: TextIO, problems: list[str], warnings: list[str]
+) -> None:
+    """Whether the broker answers, and the node's retained status (a twin node's `online`)."""
+    if not settings.mqtt.enabled:
+        out.write("mqtt: disabled (mqtt.host is null)\n")
+        return
+    verdict, status = probe_broker(settings)
+    out.write(f"mqtt: {settings.mqtt.host}:{settings.mqtt.port} {verdict or 'answers'}\n")
+    if verdict:
+        problems.append(f"mqtt: {settings.mqtt.host}:{settings.mqtt.port} {verdict}")
+        return
+    topic = topics(settings.mqtt.prefix, settings.node_id).status
+    out.write(f"mqtt: {topic} is {status or 'not set'} (retained)\n")
+    if status == STATUS_ONLINE:
+        warnings.append(_online_warning(topic, settings.node_id))
 
 
 def _baseline_line(settings: config.Settings, model: Model) -> str:
@@ -135,20 +153,51 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _probe_broker(settings: config.Settings) -> str | None:
-    """None when the broker accepts a connection with our credentials, else what went wrong."""
+def _online_warning(topic: str, node_id: str) -> str:
+    """A warning, not a problem: the `online` may be this machine's own running daemon (check-config
+    is run on live nodes too), or a stale one a restarted broker kept without its Will."""
+    return (
+        f"mqtt: {topic} is already {STATUS_ONLINE!r}: unless the daemon on this machine is"
+        f" running, another node is connected with node_id {node_id!r}. Two nodes with one"
+        " node_id take the broker session from each other; give each its own node_id (the"
+        " default is the host name, which a cloned SD card shares)"
+    )
+
+
+def probe_broker(settings: config.Settings) -> tuple[str | None, str | None]:
+    """(None when the broker accepts a connection with our credentials, else what went wrong;
+    the node's retained status, None when there is none).
+
+    The probe's client id is `{node}-check`, never the node's own: connecting as the node would
+    close the session of a daemon already running under that id."""
     try:
         client = make_client(settings.mqtt, f"{settings.node_id}-check")
     except CoronaError as err:
-        return str(err)
+        return str(err), None
+    status_topic = topics(settings.mqtt.prefix, settings.node_id).status
+    found: dict[str, str] = {}
+    answered = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == status_topic and message.retain:
+            found["status"] = message.payload.decode("utf-8", errors="replace")
+
+    # The broker sends a subscription's retained messages right after its SUBACK; unsubscribing
+    # then makes the UNSUBACK a barrier: it arrives after them, so "none" is known, not guessed.
+    client.on_message = on_message
+    client.on_subscribe = lambda c, *_a: c.unsubscribe(status_topic)
+    client.on_unsubscribe = lambda *_a: answered.set()
     problem = connect_and_wait(
         client,
         settings.mqtt.host or "",
         settings.mqtt.port,
         timeout_s=BROKER_TIMEOUT_S,
         keepalive=10,
+        on_accepted=lambda c: c.subscribe(status_topic, qos=1),
     )
-    if problem is None:
-        client.disconnect()
-        client.loop_stop()
-    return problem
+    if problem is not None:
+        return problem, None
+    answered.wait(BROKER_TIMEOUT_S)
+    client.disconnect()
+    client.loop_stop()
+    return None, found.get("status")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from daemon.analyse.verdict import ModelRef, iso_utc
+from daemon.clock import ClockStatus
 
 if TYPE_CHECKING:
     from daemon.analyse.alarm import Alarm
@@ -63,6 +64,12 @@ class HealthSnapshot:
     baseline_state: str
     baseline_windows: int
     baseline_learn_windows: int
+    clock_synced: bool | None = None
+    """The system clock's NTP state now (daemon.clock); None when the kernel cannot be asked."""
+    clock_max_error_us: int | None = None
+    mqtt_conflict: bool = False
+    """Another node with this node_id keeps taking the broker session (daemon.deliver.takeover)."""
+    mqtt_takeovers: int = 0
 
     @property
     def time(self) -> str:
@@ -117,6 +124,10 @@ class HealthSnapshot:
                 "windows": self.baseline_windows,
                 "learn_windows": self.baseline_learn_windows,
             },
+            "clock_synced": self.clock_synced,
+            "clock_max_error_us": self.clock_max_error_us,
+            "mqtt_conflict": self.mqtt_conflict,
+            "mqtt_takeovers": self.mqtt_takeovers,
         }
 
 
@@ -141,6 +152,7 @@ def collect(
     baseline: Baseline | None,
     model: ModelRef,
     window_s: float,
+    clock: ClockStatus,
 ) -> HealthSnapshot:
     """Read every counter once, now."""
     drainer = messenger.drainer
@@ -175,4 +187,8 @@ def collect(
         baseline_state=baseline.state if baseline is not None else "off",
         baseline_windows=baseline.windows if baseline is not None else 0,
         baseline_learn_windows=baseline.learn_windows if baseline is not None else 0,
+        clock_synced=clock.synced,
+        clock_max_error_us=clock.max_error_us,
+        mqtt_conflict=publisher.conflict if publisher is not None else False,
+        mqtt_takeovers=publisher.takeovers if publisher is not None else 0,
     )

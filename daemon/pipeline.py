@@ -210,6 +210,7 @@ class Pipeline:
         extra: dict[str, Any] | None = None,
         stats: PipelineStats | None = None,
         baseline: Baseline | None = None,
+        clock_synced: Callable[[], bool | None] = lambda: None,
     ) -> None:
         self._settings = settings
         self._model = model
@@ -221,6 +222,8 @@ class Pipeline:
         self._extra = extra or {}
         self._model_ref = verdict.ModelRef(model.name, model.sha256, model.kind)
         self._baseline = baseline
+        # Asked as each window completes: live, that is when the window ended (daemon.clock).
+        self._clock_synced = clock_synced
         self._threshold = (
             settings.model.threshold if settings.model.threshold is not None else model.threshold
         )
@@ -290,6 +293,7 @@ class Pipeline:
             baseline=reading,
             extra=extra,
             sensor=sensor,
+            clock_synced=self._clock_synced(),
         )
         stored = self._sink.store(built)
         if not isinstance(stored, Verdict):  # a Sink returns what it was given, stamped

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import structlog
 
-from daemon import health, notify
+from daemon import clock, health, notify
 from daemon.analyse.alarm import Alarm
 from daemon.analyse.model import Model
 from daemon.analyse.verdict import ModelRef
@@ -61,6 +61,10 @@ class Service:
         self._sink = RememberAlarm(self.messenger.sink, self.messenger.outbox)
         self.baseline = open_baseline(settings, model)
         self.watchdog = notify.Watchdog(stall_after_s())
+        read_clock = clock.reader()
+        if read_clock is not clock.read:
+            log.warning("clock_overridden", env=clock.TEST_OVERRIDE_ENV, synced=read_clock().synced)
+        self.clock = clock.Tracker(read_clock)
         self._stop = threading.Event()
         # Start-up is timed from the launch (config and model loading included), not from here.
         self._started_monotonic = (
@@ -71,6 +75,7 @@ class Service:
         self.stats = PipelineStats()
         self._recoveries_seen = 0
         self._last_health = 0.0
+        self._health_connections = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -109,7 +114,15 @@ class Service:
             self._pipeline_for_block(block).feed(block)
         self.messenger.pump()
         now = time.monotonic()
-        if now - self._last_health >= self.settings.mqtt.health_interval_s:
+        # Health goes out on every interval and at once on each (re)connect: the retained report
+        # is fresh from the first minute, and a node that is mostly disconnected (a node_id
+        # conflict's backoff) still gets its state to the control room on its brief connections.
+        connections = self.messenger.connections
+        if (
+            now - self._last_health >= self.settings.mqtt.health_interval_s
+            or connections != self._health_connections
+        ):
+            self._health_connections = connections
             self._publish_health()
             notify.status(self._status_line())
         self.watchdog.tick(self._last_progress(now))
@@ -135,6 +148,7 @@ class Service:
                 overflows=lambda: self.capture.overflows,
                 stats=self.stats,
                 baseline=self.baseline,
+                clock_synced=lambda: self.clock().synced,
             )
         return self._pipeline
 
@@ -168,6 +182,7 @@ class Service:
             baseline=self.baseline,
             model=ModelRef(self.model.name, self.model.sha256, self.model.kind),
             window_s=self.model.spec.window_s,
+            clock=self.clock(),
         )
 
     def _publish_health(self) -> None:

@@ -9,15 +9,19 @@ on stderr, counted at the end of stdout, and the rest is still checked after one
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
-from daemon.check import run_check
+from daemon import config
+from daemon.check import BROKER_TIMEOUT_S, probe_broker, run_check
 from tests.daemon_runs import mqtt_section, noisy_clip, run_monitor, write_config
-from tests.fixtures.live_daemon import Rig, set_threshold
+from tests.fixtures.live_daemon import NODE, TOPICS, Rig, set_threshold
 
 
 class TestCheckConfig:
@@ -161,3 +165,66 @@ def output_problems(errors: str) -> list[str]:
         for line in errors.splitlines()
         if line.startswith(("problem: metrics", "problem: homeassistant"))
     ]
+
+
+class TestNodeIdInUse:
+    def test_warns_while_the_node_is_online_and_not_after(self, rig: Rig) -> None:
+        """With a daemon online under the node's id, check-config still passes (exit 0: that
+        daemon may be this machine's own) but prints one `warning:` line naming the node_id and
+        the cause; its probe (client id `{node}-check`) takes no session from the daemon. Once
+        the daemon stopped (retained `stopped`) there is no warning."""
+        rig.mic.write(noisy_clip(1.0, seed=28))
+        cfg = rig.config()
+        status = rig.watch("status")
+        daemon = rig.start(cfg)
+        status.wait_for(lambda m: m.text == "online")
+
+        done = run_monitor(["check-config", "--config", str(cfg)], env=rig.mic.env)
+        assert done.returncode == 0, done.stderr
+        warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
+        assert len(warnings) == 1, done.stderr
+        assert f"{TOPICS}/status is already 'online'" in warnings[0]
+        assert f"another node is connected with node_id '{NODE}'" in warnings[0]
+        assert f"mqtt: {TOPICS}/status is online (retained)" in done.stdout
+        assert done.stdout.rstrip().endswith("ok")
+        assert "already connected" not in rig.broker.log_text()
+        assert daemon.process.poll() is None
+
+        code, _ = daemon.stop()
+        assert code == 0, daemon.log()
+        status.wait_for(lambda m: m.text == "stopped")
+        done = run_monitor(["check-config", "--config", str(cfg)], env=rig.mic.env)
+        assert done.returncode == 0, done.stderr
+        assert "warning:" not in done.stderr
+        assert f"mqtt: {TOPICS}/status is stopped (retained)" in done.stdout
+
+    def test_no_status_yet_is_said_plainly(self, rig: Rig) -> None:
+        """A node that never connected: its status topic holds nothing, and the report says so."""
+        done = run_monitor(["check-config", "--config", str(rig.config())], env=rig.mic.env)
+        assert f"mqtt: {TOPICS}/status is not set (retained)" in done.stdout
+        assert "warning:" not in done.stderr
+
+    def test_nothing_retained_is_known_without_waiting_out_the_timeout(self, rig: Rig) -> None:
+        """The probe knows "nothing retained" from the broker's UNSUBACK, which follows any
+        retained message: in-process against the real broker it answers far within
+        BROKER_TIMEOUT_S, and still finds a retained value when there is one."""
+        settings = config.load(rig.config())
+        started = time.monotonic()
+        assert probe_broker(settings) == (None, None)
+        assert time.monotonic() - started < BROKER_TIMEOUT_S / 2
+        publish_retained(rig, f"{TOPICS}/status", "offline")
+        assert probe_broker(settings) == (None, "offline")
+
+
+def publish_retained(rig: Rig, topic: str, text: str) -> None:
+    """Publish a retained QoS 1 message as a plain client and wait for the broker's PUBACK."""
+    client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    client.connect(rig.broker.host, rig.broker.port, keepalive=10)
+    client.loop_start()
+    try:
+        info = client.publish(topic, text, qos=1, retain=True)
+        info.wait_for_publish(10.0)
+        assert info.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()

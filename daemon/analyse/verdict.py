@@ -104,6 +104,9 @@ class Verdict:
     sensor: SensorState
     physics: Mapping[str, Any]
     baseline: Reading
+    clock_synced: bool | None = None
+    """Whether the system clock was NTP-synchronized when the window ended (daemon.clock); None
+    when unknown, and in replay, whose times are positions in a file, not the wall clock."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Replay's `file` and `offset_s`: fields only some verdicts carry."""
     seq: int = 0
@@ -145,6 +148,7 @@ class Verdict:
             "sensor": self.sensor,
             "physics": dict(self.physics),
             "baseline": self.baseline.payload(),
+            "clock_synced": self.clock_synced,
         }
         doc.update(self.extra)
         return doc
@@ -169,12 +173,14 @@ def build(
     baseline: Reading = OFF,
     extra: Mapping[str, Any] | None = None,
     sensor: SensorState | None = None,
+    clock_synced: bool | None = None,
 ) -> Verdict:
     """The verdict of one scored window (no seq yet); ``physics`` at ``line_hz``.
 
     ``label`` defaults to the model's (score >= threshold); the pipeline passes the label of the
     configured rule (`alarm.use`) and ``label_by``, the rule that decided it, and the window's
-    ``sensor`` state it already judged (else it is judged here)."""
+    ``sensor`` state it already judged (else it is judged here). ``clock_synced``: the system
+    clock's state as the window ended (live only)."""
     start, end = window_times(window, stream_start)
     if label is None:
         label = "anomalous" if score >= threshold else "normal"
@@ -194,5 +200,6 @@ def build(
         sensor=sensor_state(window) if sensor is None else sensor,
         physics=window.physics.select(line_hz).as_dict(),
         baseline=baseline,
+        clock_synced=clock_synced,
         extra=dict(extra or {}),
     )

@@ -52,6 +52,11 @@ class Messenger:
     def connected(self) -> bool:
         return self.publisher is not None and self.publisher.connected
 
+    @property
+    def connections(self) -> int:
+        """Accepted connections since start (0 without MQTT): a change means just (re)connected."""
+        return self.publisher.connections if self.publisher is not None else 0
+
     def start(self) -> None:
         """Start connecting in the background (never blocks on the network)."""
         if self.publisher is not None:

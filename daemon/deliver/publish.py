@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from daemon.config import MqttSettings
+from daemon.deliver.takeover import DEFAULT_POLICY, Drop, Policy, TakeoverWatch
 from daemon.errors import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -39,6 +40,16 @@ CLOSE_ACK_TIMEOUT_S: Final = 2.0
 """How long close() waits for the broker to acknowledge `stopped` before disconnecting anyway."""
 REPEAT_LOG_S: Final = 300.0
 """An identical connection error is logged once per this many seconds (spares the SD card)."""
+SESSION_TAKEN_OVER: Final = 0x8E
+"""MQTT 5's DISCONNECT reason when another client connected with our client id."""
+CONFLICT_CAUSE: Final = (
+    "another node with the same node_id is connected to this broker: each connection closes"
+    " the other's (the broker keeps one session per client id)"
+)
+CONFLICT_HINT: Final = (
+    "give every node its own node_id in its config; the default is the host name, which a"
+    " cloned SD card shares"
+)
 
 AckCallback = Callable[[], None]
 
@@ -200,6 +211,7 @@ class Publisher:
         *,
         protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
         announcements: Sequence[Retained] = (),
+        takeover: Policy = DEFAULT_POLICY,
     ) -> None:
         self._settings = settings
         self._node_id = node_id
@@ -207,10 +219,7 @@ class Publisher:
         self.topics = topics(settings.prefix, node_id)
         self._client = make_client(settings, node_id, protocol=protocol)
         self._client.will_set(self.topics.status, STATUS_OFFLINE, qos=STATUS_QOS, retain=True)
-        self._client.reconnect_delay_set(
-            min_delay=RECONNECT_MIN_S,
-            max_delay=max(RECONNECT_MIN_S, round(settings.reconnect_max_s)),
-        )
+        self._set_reconnect_delay(None)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
@@ -224,6 +233,9 @@ class Publisher:
         self._repeat = _RepeatFilter()
         self.connect_failures = 0
         """Connection attempts that failed (the log says it once per interval; this counts all)."""
+        self.connections = 0
+        """CONNACKs accepted since start: a change means (re)connected."""
+        self._takeover = TakeoverWatch(takeover)
         self._started = False
         self._closed = False
 
@@ -279,6 +291,21 @@ class Publisher:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def conflict(self) -> bool:
+        """Whether another node with this node_id keeps taking the session (daemon.deliver.
+        takeover); ends by itself once a connection has lasted the policy's stable_s."""
+        with self._lock:
+            if self._takeover.settle(time.monotonic()):
+                self._log_conflict_over()
+            return self._takeover.conflict
+
+    @property
+    def takeovers(self) -> int:
+        """Connections the broker closed moments after accepting them, since start."""
+        with self._lock:
+            return self._takeover.takeovers
 
     def wait_connected(self, timeout_s: float) -> bool:
         """True once connected (CONNACK accepted), False after timeout_s without it."""
@@ -396,6 +423,9 @@ class Publisher:
                 )
             return
         self._repeat.reset()
+        with self._lock:
+            self._takeover.connected(time.monotonic())
+            self.connections += 1
         self._connected.set()
         log.info(
             "mqtt_connected",
@@ -436,8 +466,45 @@ class Publisher:
             return
         if self._closed:
             log.info("mqtt_disconnected", reason=str(reason_code), will_retry=False)
+            return
+        said_so = flags.is_disconnect_packet_from_server and reason_code == SESSION_TAKEN_OVER
+        with self._lock:
+            if self._takeover.settle(time.monotonic()):
+                self._log_conflict_over()
+            drop = self._takeover.lost(time.monotonic(), taken_over=said_so)
+            backoff_s = self._takeover.backoff_s()
+            takeovers = self._takeover.takeovers
+        self._set_reconnect_delay(backoff_s)
+        if drop is Drop.CONFLICT:
+            # The one error of this conflict; each later takeover is only an info line.
+            log.error(
+                "mqtt_node_id_conflict",
+                node_id=self._node_id,
+                cause=CONFLICT_CAUSE,
+                hint=CONFLICT_HINT,
+                takeovers=takeovers,
+                retry_s=backoff_s,
+            )
+        elif drop is Drop.IN_CONFLICT:
+            log.info("mqtt_disconnected", reason=str(reason_code), conflict=True, retry_s=backoff_s)
         else:
             log.warning("mqtt_disconnected", reason=str(reason_code), will_retry=True)
+
+    def _set_reconnect_delay(self, backoff_s: float | None) -> None:
+        """paho's delays: its own doubling from 1 s, or during a conflict a fixed backoff (paho
+        resets its doubling on every accepted CONNECT, which a twin always gets)."""
+        if backoff_s is None:
+            low, high = RECONNECT_MIN_S, max(RECONNECT_MIN_S, round(self._settings.reconnect_max_s))
+        else:
+            low = high = max(RECONNECT_MIN_S, round(backoff_s))
+        self._client.reconnect_delay_set(min_delay=low, max_delay=high)
+
+    def _log_conflict_over(self) -> None:
+        log.info(
+            "mqtt_node_id_conflict_over",
+            node_id=self._node_id,
+            stable_s=self._takeover.policy.stable_s,
+        )
 
     def _on_publish(
         self,
