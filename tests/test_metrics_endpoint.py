@@ -39,11 +39,11 @@ COUNTERS: Final = {
     "corona_capture_overflows_total",
     "corona_capture_dropped_frames_total",
     "corona_outbox_dropped_total",
-    "corona_outbox_degraded",
     "corona_messages_sent_total",
     "corona_mqtt_connect_failures_total",
 }
 GAUGES: Final = {
+    "corona_outbox_degraded",
     "corona_node_info",
     "corona_health_timestamp_seconds",
     "corona_uptime_seconds",

@@ -198,6 +198,7 @@ def _clipped_noise(n: int) -> np.ndarray:
     return np.clip(loud, -1.0, 1.0).astype(np.float32)
 
 
+CLIP_S = 3.0
 SENSOR_FAULTS = {
     "silent": lambda n: np.zeros(n, dtype=np.float32),
     "flat": lambda n: np.full(n, 0.3, dtype=np.float32),
@@ -211,24 +212,39 @@ class TestSensorFaults:
     def test_a_sensor_fault_never_reads_as_corona(self, rig: Rig, fault: str) -> None:
         """A dead microphone (zeros), a stuck converter (a DC offset, large or small) and an
         overdriven input: with a threshold that scores every window anomalous and an alarm on
-        one window, the verdicts name the sensor state, are labelled normal by the sensor rule,
-        no alarm is raised, and health reports the state as the capture's (the service's
-        override of `running`). Before: DC read `ok`, was scored anomalous and raised the alarm;
-        silence read `silent` but was labelled anomalous."""
+        one window, the clip's verdicts name the sensor state and are labelled normal by the
+        sensor rule, and no alarm is raised. Before: DC read `ok`, was scored anomalous and
+        raised the alarm; silence read `silent` but was labelled anomalous.
+
+        The file microphone is unpaced and delivers zeros after the clip, so the clip's windows
+        are the first CLIP_S / WINDOW_S verdicts and everything after them is silence; health's
+        capture override is asserted on silence, which lasts (test below)."""
         state = fault.split("-", maxsplit=1)[0]
-        rig.mic.write(SENSOR_FAULTS[fault](3 * SAMPLE_RATE))
+        rig.mic.write(SENSOR_FAULTS[fault](round(CLIP_S * SAMPLE_RATE)))
         sub = rig.watch()
         cfg = rig.config(threshold=0.0, alarm={"k": 1, "n": 1})
         daemon = rig.start(cfg)
-        health = health_with(sub, state)
-        assert health["capture"] == state
+        n_clip = round(CLIP_S / WINDOW_S)
+        wait_until(
+            lambda: len(verdicts(sub.messages)) >= n_clip + 2,
+            "the clip's verdicts and the silence after it",
+            timeout_s=EVENT_TIMEOUT_S,
+        )
         got = verdicts(sub.messages)
-        assert got
         for v in got:
             schemas.validate("verdict", v)
-        assert {v["sensor"] for v in got} == {state}
+        assert {v["sensor"] for v in got[:n_clip]} == {state}
         assert {(v["label"], v["label_by"]) for v in got} == {("normal", "sensor")}
         assert not [m for m in sub.messages if m.topic == f"{TOPICS}/alarm"]
+        assert daemon.process.poll() is None
+
+    def test_silence_is_reported_as_the_capture_state(self, rig: Rig) -> None:
+        """Health reports the last window's sensor fault as the capture's state (the service's
+        override of `running`)."""
+        rig.mic.write(np.zeros(SAMPLE_RATE, dtype=np.float32))
+        sub = rig.watch()
+        daemon = rig.start(rig.config())
+        assert health_with(sub, "silent")["capture"] == "silent"
         assert daemon.process.poll() is None
 
 
