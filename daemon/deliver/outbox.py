@@ -127,11 +127,17 @@ class Outbox:
     """The SQLite outbox file; see the module docstring for the guarantees."""
 
     def __init__(
-        self, path: Path | str, *, max_rows: int = 100_000, min_free_mb: float = 0.0
+        self,
+        path: Path | str,
+        *,
+        max_rows: int = 100_000,
+        min_free_mb: float = 0.0,
+        retry_disk_s: float = RETRY_DISK_S,
     ) -> None:
         self.path = Path(path)
         self.max_rows = max_rows
         self.min_free_mb = min_free_mb
+        self.retry_disk_s = retry_disk_s
         self._lock = threading.Lock()
         self._depth = 0
         self._seq = 0
@@ -425,7 +431,7 @@ class Outbox:
         _copy_rows(conn, rows, seq=self._seq, dropped=self._dropped, last_id=self._last_id)
         self._depth = len(rows)
         self.degraded = reason
-        self._retry_disk_at = time.monotonic() + RETRY_DISK_S
+        self._retry_disk_at = time.monotonic() + self.retry_disk_s
         log.error(
             "outbox_degraded",
             path=str(self.path),
@@ -438,7 +444,7 @@ class Outbox:
 
     def _try_disk_again(self) -> None:
         """Write what is pending in memory to the file and go on there, if the disk allows."""
-        self._retry_disk_at = time.monotonic() + RETRY_DISK_S
+        self._retry_disk_at = time.monotonic() + self.retry_disk_s
         if self._below_disk_floor():
             return
         rows = [_row(r) for r in self._conn.execute(_SELECT_ALL)]
