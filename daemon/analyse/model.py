@@ -4,7 +4,9 @@ A Model owns one interpreter and is not thread-safe: score from one thread, or l
 The runtime is LiteRT (ai_edge_litert), else tflite_runtime, else tensorflow.lite as a last resort.
 
 Whatever the runtime raises about a file (RuntimeError, ValueError, UnicodeDecodeError on a tensor
-name, IndexError on a missing tensor) becomes a ModelError naming it.
+name, IndexError on a missing tensor) becomes a ModelError naming it. What it cannot raise, a
+native crash, is why `Model.load(..., trial=True)` first loads and scores the bytes in a child
+process (`daemon.analyse.model_trial`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from daemon.analyse import model_meta
+from daemon.analyse import model_meta, model_trial
 from daemon.analyse.featurespec import FeatureSpec
 from daemon.analyse.model_meta import ModelMetadata
 from daemon.errors import ModelError, one_line
@@ -184,12 +186,17 @@ class Model:
         path: str | Path,
         *,
         check_spec: Callable[[FeatureSpec], object] | None = None,
+        trial: bool = False,
     ) -> Model:
         """Load NAME.tflite and the NAME.json beside it, validating both.
 
         Raises ModelError naming the file and field for every problem. ``check_spec`` is
         called with the metadata's FeatureSpec before the interpreter is created (the daemon
         passes `daemon.analyse.featurespec.resolve` against its config, which raises ConfigError).
+        ``trial``: before this process creates an interpreter, a child process loads and scores
+        the same bytes (`daemon.analyse.model_trial.check`), so a model that crashes the runtime
+        natively is one ModelError here instead of a dead process. Every command that trusts a
+        model from elsewhere sets it (daemon, replay, check-config, baseline, evaluate).
         """
         tflite_path = Path(path)
         json_path = tflite_path.with_suffix(".json")
@@ -210,12 +217,14 @@ class Model:
                 f"model {tflite_path.name}: sha256 is {digest}, {json_path.name} says {meta.sha256}"
                 " (file corrupt or replaced without its metadata)"
             )
+        if trial:
+            model_trial.check(tflite_path, content, meta)
         return cls.from_content(tflite_path, meta, content)
 
     @classmethod
     def from_content(cls, path: Path, meta: ModelMetadata, content: bytes) -> Model:
         """The runner for .tflite bytes already checked against their metadata (the second half
-        of `load`)."""
+        of `load`, and all of what the trial child does before it scores)."""
         runtime = pick_runtime()
         interpreter = open_interpreter(runtime, content, source=path.name)
         try:
@@ -261,8 +270,8 @@ class Model:
 
     def outputs(self, vectors: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """The model's dequantized output rows (N, columns) for raw feature vectors (N, width),
-        before the score column is picked and clipped to [0, 1] (a clipped score would hide an
-        output of 7 or -3)."""
+        before the score column is picked and clipped to [0, 1]: what the trial checks are
+        probabilities (a clipped score would hide an output of 7 or -3)."""
         batch = np.asarray(vectors, dtype=np.float32)
         width = self.spec.width
         if batch.ndim != 2 or batch.shape[-1] != width:
