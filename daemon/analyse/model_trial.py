@@ -5,9 +5,9 @@ whose NAME.json carries its sha256 (the hash proves the file is the one its supp
 that it is sane: whoever supplies the model supplies the hash) can crash the runtime natively,
 SIGSEGV or SIGABRT (`free(): invalid pointer`), which no `except` can catch. So a child Python
 loads the same bytes with the same runner (`Model.from_content`) and scores a neutral feature
-row, a batch of one (the daemon's) and of two (a resize, as replay and evaluate do), and checks
-that every output is a probability. The parent turns whatever happened (a signal, a Python
-error, a hang, a bad output) into one ModelError line naming the file.
+row, a batch of one (as the daemon and replay score) and of two (a resize, as evaluate does),
+and checks that every output is a probability. The parent turns whatever happened (a signal, a
+Python error, a hang, a bad output) into one ModelError line naming the file.
 
 The verdict is kept per (path, sha256, size, mtime, metadata) for the life of the process, so
 a command that loads the same model twice pays once. The cost is one Python start-up plus the
