@@ -30,3 +30,21 @@ class PublishError(CoronaError):
 
 class DataError(CoronaError):
     """A labelled data set is unusable (empty, one class only, bad manifest)."""
+
+
+MESSAGE_LIMIT = 300
+"""Characters of a foreign message kept in one error line (a runtime may quote a whole file)."""
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """A foreign message (a runtime's, a child process's) made fit for one terminal or log line.
+
+    Runtimes quote what they read from a file (tensor names, bytes they could not decode), and a
+    model from elsewhere is whatever its supplier made it: control characters and escape
+    sequences are shown escaped (`\\x1b`), never passed to a terminal, and only the first line
+    is kept, cut at `limit` characters.
+    """
+    lines = [line.strip() for line in text.strip().splitlines()]
+    first = lines[0] if lines else ""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in first)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."

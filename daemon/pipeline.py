@@ -73,9 +73,11 @@ def start_up(config_path: Path | None, *, log_level: str | None = None) -> tuple
 
 def load_model(settings: Settings) -> Model:
     """The configured model; a config that contradicts it is refused (ConfigError naming both
-    values) before its interpreter is created, so start-up fails with that one line."""
+    values) before its interpreter is created, so start-up fails with that one line. The model
+    is trial-loaded in a child process first (`daemon.analyse.model_trial`): a file that would
+    crash the runtime is a ModelError, in check-config as in the daemon and replay."""
     path = settings.model.path
-    return Model.load(path, check_spec=lambda spec: _resolve(settings, spec, path.name))
+    return Model.load(path, check_spec=lambda spec: _resolve(settings, spec, path.name), trial=True)
 
 
 def runtime_spec(settings: Settings, model: Model) -> FeatureSpec:

@@ -8,8 +8,10 @@ The README's Reliability section quotes the sum of the planned counts (5626 with
 of the replay test).
 
 Not fuzzed here: a mutated .tflite whose metadata carries its new sha256. LiteRT verifies the
-flatbuffer's layout but not its contents, and such models can abort the process inside the
-runtime; the daemon's defence is the sha256 check against NAME.json, which these cases test.
+flatbuffer's layout but not its contents, and such models can crash the process inside the
+runtime, so loading them in this process is unsafe: tests/test_model_trial.py runs seeded mutants
+of that kind through corona-monitor processes, where the trial load in a child catches them.
+The sha256 check against NAME.json is what these cases test.
 """
 
 from __future__ import annotations

@@ -66,8 +66,11 @@ def evaluate_tflite(
     cache_dir: Path | None = featurize.DEFAULT_CACHE_DIR,
     say: Callable[[str], None] | None = None,
 ) -> Evaluation:
-    """Score every window of `data_dir` with the model at `model_path` and compute its metrics."""
-    model = Model.load(model_path)
+    """Score every window of `data_dir` with the model at `model_path` and compute its metrics.
+
+    The model is trial-loaded in a child process first, as the daemon does: a model file from
+    elsewhere is evaluated before anyone ships it, and must not crash the evaluation."""
+    model = Model.load(model_path, trial=True)
     settings = featurize.WindowSettings.of(model.spec)
     dataset = data.discover(data_dir)
     feats = featurize.featurize(

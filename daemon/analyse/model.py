@@ -2,6 +2,11 @@
 
 A Model owns one interpreter and is not thread-safe: score from one thread, or load one per thread.
 The runtime is LiteRT (ai_edge_litert), else tflite_runtime, else tensorflow.lite as a last resort.
+
+Whatever the runtime raises about a file (RuntimeError, ValueError, UnicodeDecodeError on a tensor
+name, IndexError on a missing tensor) becomes a ModelError naming it. What it cannot raise, a
+native crash, is why `Model.load(..., trial=True)` first loads and scores the bytes in a child
+process (`daemon.analyse.model_trial`).
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from daemon.analyse import model_meta
+from daemon.analyse import model_meta, model_trial
 from daemon.analyse.featurespec import FeatureSpec
 from daemon.analyse.model_meta import ModelMetadata
-from daemon.errors import ModelError
+from daemon.errors import ModelError, one_line
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +40,9 @@ MAX_BATCH_ROWS: Final = 1024
 """Rows per invoke. One resized invoke beats a loop of single invokes by 4-6x at 256 rows
 (measured: 1.1 ms vs 3.9-7.0 ms, float16 and int8); the cap bounds the interpreter's buffers."""
 
+_RUNTIME_ERRORS: Final = (RuntimeError, ValueError, IndexError)
+"""What the interpreter's Python binding raises about a bad model (UnicodeDecodeError is a
+ValueError): a malformed file, never a bug of ours to show as a traceback."""
 _FLOAT_DTYPES: Final = (np.float32,)
 _QUANTIZED_DTYPES: Final = (np.int8, np.uint8)
 _SINGLE_OUTPUT: Final = 1
@@ -111,7 +119,7 @@ def _open_interpreter(runtime: Runtime, content: bytes, *, source: str) -> tuple
     try:
         interpreter = runtime.interpreter(model_content=content)
         interpreter.allocate_tensors()
-    except (RuntimeError, ValueError) as exc:
+    except _RUNTIME_ERRORS as exc:
         if runtime.op_resolver_type is None:
             raise ModelError(f"model {source} cannot be loaded: {_first_line(exc)}") from None
         first_error = _first_line(exc)
@@ -123,7 +131,7 @@ def _open_interpreter(runtime: Runtime, content: bytes, *, source: str) -> tuple
             experimental_op_resolver_type=runtime.op_resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
         )
         interpreter.allocate_tensors()
-    except (RuntimeError, ValueError):
+    except _RUNTIME_ERRORS:
         # Both refused: the file itself is the problem, and the first error says more.
         raise ModelError(f"model {source} cannot be loaded: {first_error}") from None
     return interpreter, first_error
@@ -174,13 +182,21 @@ class Model:
 
     @classmethod
     def load(
-        cls, path: str | Path, *, check_spec: Callable[[FeatureSpec], object] | None = None
+        cls,
+        path: str | Path,
+        *,
+        check_spec: Callable[[FeatureSpec], object] | None = None,
+        trial: bool = False,
     ) -> Model:
         """Load NAME.tflite and the NAME.json beside it, validating both.
 
         Raises ModelError naming the file and field for every problem. ``check_spec`` is
         called with the metadata's FeatureSpec before the interpreter is created (the daemon
         passes `daemon.analyse.featurespec.resolve` against its config, which raises ConfigError).
+        ``trial``: before this process creates an interpreter, a child process loads and scores
+        the same bytes (`daemon.analyse.model_trial.check`), so a model that crashes the runtime
+        natively is one ModelError here instead of a dead process. Every command that trusts a
+        model from elsewhere sets it (daemon, replay, check-config, baseline, evaluate).
         """
         tflite_path = Path(path)
         json_path = tflite_path.with_suffix(".json")
@@ -201,10 +217,21 @@ class Model:
                 f"model {tflite_path.name}: sha256 is {digest}, {json_path.name} says {meta.sha256}"
                 " (file corrupt or replaced without its metadata)"
             )
+        if trial:
+            model_trial.check(tflite_path, content, meta)
+        return cls.from_content(tflite_path, meta, content)
+
+    @classmethod
+    def from_content(cls, path: Path, meta: ModelMetadata, content: bytes) -> Model:
+        """The runner for .tflite bytes already checked against their metadata (the second half
+        of `load`, and all of what the trial child does before it scores)."""
         runtime = pick_runtime()
-        interpreter = open_interpreter(runtime, content, source=tflite_path.name)
-        model = cls(tflite_path, meta, interpreter, runtime)
-        model._check_signature()
+        interpreter = open_interpreter(runtime, content, source=path.name)
+        try:
+            model = cls(path, meta, interpreter, runtime)
+            model._check_signature()
+        except _RUNTIME_ERRORS as exc:
+            raise ModelError(f"model {path.name} cannot be loaded: {_first_line(exc)}") from None
         log.info(
             "model_loaded",
             model=meta.name,
@@ -235,6 +262,16 @@ class Model:
 
     def score_batch(self, vectors: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """Scores of raw feature vectors (N, width), float32 (N,); N = 0 gives an empty array."""
+        out = self.outputs(vectors)
+        scores: npt.NDArray[np.float32] = np.clip(
+            out[:, self.meta.anomalous_index], 0.0, 1.0
+        ).astype(np.float32)
+        return scores
+
+    def outputs(self, vectors: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """The model's dequantized output rows (N, columns) for raw feature vectors (N, width),
+        before the score column is picked and clipped to [0, 1]: what the trial checks are
+        probabilities (a clipped score would hide an output of 7 or -3)."""
         batch = np.asarray(vectors, dtype=np.float32)
         width = self.spec.width
         if batch.ndim != 2 or batch.shape[-1] != width:
@@ -243,15 +280,15 @@ class Model:
                 f" ({width},) or (N, {width})"
             )
         if batch.shape[0] == 0:
-            return np.zeros(0, dtype=np.float32)
+            return np.zeros((0, int(self._output["shape"][-1])), dtype=np.float32)
         transformed = self.spec.model_input(batch)
-        scores: npt.NDArray[np.float32] = np.concatenate(
+        rows: npt.NDArray[np.float32] = np.concatenate(
             [
                 self._run(transformed[start : start + MAX_BATCH_ROWS])
                 for start in range(0, transformed.shape[0], MAX_BATCH_ROWS)
             ]
         )
-        return scores
+        return rows
 
     # --- internals --------------------------------------------------------------------------
     def _check_signature(self) -> None:
@@ -284,20 +321,23 @@ class Model:
                 f" {self.meta.output!r} needs {want}"
             )
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        """Feed a (N, width) transformed batch in one invoke (resizing the input when N changes)."""
+    def _run(self, batch: np.ndarray) -> npt.NDArray[np.float32]:
+        """Feed a (N, width) transformed batch in one invoke (resizing the input when N changes);
+        the dequantized output rows. A runtime error is the model's fault: a ModelError."""
         rows = batch.shape[0]
-        if rows != self._batch_rows:
-            # One resize per new batch size: the daemon always feeds 1, evaluate/replay a few sizes.
-            self._interpreter.resize_tensor_input(self._input["index"], [rows, self.spec.width])
-            self._interpreter.allocate_tensors()
-            self._batch_rows = rows
-        self._interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
-        self._interpreter.invoke()
-        out = _dequantize(self._interpreter.get_tensor(self._output["index"]), self._output)
-        column = self.meta.anomalous_index
-        scores: np.ndarray = np.clip(out[:, column], 0.0, 1.0).astype(np.float32)
-        return scores
+        try:
+            if rows != self._batch_rows:
+                # One resize per new batch size: the daemon always feeds 1, evaluate a few sizes.
+                self._interpreter.resize_tensor_input(self._input["index"], [rows, self.spec.width])
+                self._interpreter.allocate_tensors()
+                self._batch_rows = rows
+            self._interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
+            self._interpreter.invoke()
+            raw = self._interpreter.get_tensor(self._output["index"])
+            out: npt.NDArray[np.float32] = _dequantize(raw, self._output).reshape(rows, -1)
+        except _RUNTIME_ERRORS as exc:
+            raise ModelError(f"model {self.path.name} cannot score: {_first_line(exc)}") from None
+        return out
 
 
 def _quantize(x: np.ndarray, tensor: Mapping[str, Any]) -> np.ndarray:
@@ -322,5 +362,5 @@ def _dequantize(q: np.ndarray, tensor: Mapping[str, Any]) -> np.ndarray:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The runtime's message as one printable line (it may quote the file's own bytes)."""
+    return one_line(str(exc)) or type(exc).__name__
