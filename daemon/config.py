@@ -130,10 +130,15 @@ class BaselineSettings:
 @dataclass(frozen=True)
 class TlsSettings:
     ca: Path | None = None
-    """CA certificate file; setting it turns TLS on."""
+    """CA certificate file; setting it (or cert) turns TLS on."""
     cert: Path | None = None
-    """Client certificate (optional, with key)."""
+    """Client certificate (optional, with key). Without ca, TLS is on and the broker is verified
+    against the system's CAs: a client certificate never goes over plain TCP."""
     key: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.ca is not None or self.cert is not None
 
 
 @dataclass(frozen=True)

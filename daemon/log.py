@@ -31,9 +31,13 @@ def configure(
         if as_json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    node_processors: list[structlog.typing.Processor] = (
+        [] if node_id is None else [_NodeField(node_id)]
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *node_processors,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info if as_json else structlog.dev.set_exc_info,
@@ -44,5 +48,17 @@ def configure(
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
-    if node_id is not None:
-        structlog.contextvars.bind_contextvars(node=node_id)
+
+
+class _NodeField:
+    """Adds `node` to every event. Not a context variable: those are per thread, and events
+    from paho's network thread (mqtt_connected, mqtt_connect_failed, ...) lacked the field."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+
+    def __call__(
+        self, _logger: object, _name: str, event: structlog.typing.EventDict
+    ) -> structlog.typing.EventDict:
+        event.setdefault("node", self.node_id)
+        return event

@@ -484,6 +484,46 @@ class TestSecurity:
         without = publisher(secure(broker, tmp_path), node="tower-8")
         assert not without.wait_connected(2.0)
 
+    def test_events_from_pahos_thread_name_the_node(
+        self, broker: Broker, publisher: Make, log_text: io.StringIO
+    ) -> None:
+        """mqtt_connected is logged on paho's network thread; it carries `node` like every
+        other event (before: context variables are per thread, and it had none)."""
+        pub = publisher(plain(broker))
+        assert pub.wait_connected(ACK_TIMEOUT_S)
+        wait_until(lambda: bool(events(log_text, "mqtt_connected")), "mqtt_connected logged")
+        assert [e.get("node") for e in events(log_text, "mqtt_connected")] == [NODE]
+
+    def test_client_certificate_without_ca_is_tls_with_the_system_cas(
+        self,
+        broker_factory: Callable[..., Broker],
+        tls_files: TlsFiles,
+        publisher: Make,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """mqtt.tls.cert and key without ca: TLS, the broker verified against the system's CAs
+        (here OpenSSL's SSL_CERT_FILE names the test CA), the client certificate presented to a
+        broker that requires one. Before: accepted, and the node connected over plain TCP."""
+        monkeypatch.setenv("SSL_CERT_FILE", str(tls_files.ca))
+        broker = broker_factory(tls=tls_files, require_certificate=True)
+        cert_only = TlsSettings(cert=tls_files.client_cert, key=tls_files.client_key)
+        pub = publisher(plain(broker, tls=cert_only))
+        assert pub.wait_connected(ACK_TIMEOUT_S)
+
+    def test_client_certificate_without_ca_never_downgrades_to_plain_tcp(
+        self,
+        broker: Broker,
+        tls_files: TlsFiles,
+        publisher: Make,
+    ) -> None:
+        """The same settings against a plain-TCP broker: the TLS handshake fails and is retried;
+        the broker never accepts an MQTT CONNECT from the node."""
+        cert_only = TlsSettings(cert=tls_files.client_cert, key=tls_files.client_key)
+        pub = publisher(plain(broker, tls=cert_only))
+        wait_until(lambda: pub.connect_failures >= 2, "two failed TLS handshakes")
+        assert not pub.connected
+        assert f"as {NODE}" not in broker.log_text()  # mosquitto: "New client connected ... as ID"
+
     def test_password_never_logged(
         self,
         secure_broker: Broker,

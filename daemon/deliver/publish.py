@@ -152,7 +152,7 @@ def make_client(
     if settings.host is None:
         raise ConfigError("mqtt.host: not set, so MQTT is disabled; nothing to connect to")
     password = settings.password()
-    tls_on = settings.tls.ca is not None
+    tls_on = settings.tls.enabled
     if password is not None and not tls_on and not settings.allow_insecure:
         raise ConfigError(
             f"mqtt.allow_insecure: refusing to send the password in clear text to"
@@ -170,7 +170,8 @@ def make_client(
         tls = settings.tls
         try:
             client.tls_set(
-                ca_certs=str(tls.ca),
+                # None: the system's CAs (cert and key without ca still mean TLS).
+                ca_certs=str(tls.ca) if tls.ca is not None else None,
                 certfile=str(tls.cert) if tls.cert is not None else None,
                 keyfile=str(tls.key) if tls.key is not None else None,
             )
@@ -255,7 +256,7 @@ class Publisher:
             "mqtt_starting",
             host=host,
             port=self._settings.port,
-            tls=self._settings.tls.ca is not None,
+            tls=self._settings.tls.enabled,
             username=self._settings.username,
             client_id=self._node_id,
         )
@@ -447,7 +448,7 @@ class Publisher:
                 "mqtt_connect_failed",
                 host=self._settings.host,
                 port=self._settings.port,
-                tls=self._settings.tls.ca is not None,
+                tls=self._settings.tls.enabled,
                 hint="broker unreachable or TLS handshake failed; retrying",
                 retry_max_s=self._settings.reconnect_max_s,
             )
