@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -483,6 +484,38 @@ class TestSecurity:
         assert pub.wait_connected(ACK_TIMEOUT_S)
         without = publisher(secure(broker, tmp_path), node="tower-8")
         assert not without.wait_connected(2.0)
+
+    def test_a_server_that_accepts_and_closes_is_logged_once(
+        self, publisher: Make, log_text: io.StringIO
+    ) -> None:
+        """A TCP server that accepts and closes at once (a TLS port, a proxy, a full broker): one
+        warning naming host and port, failures counted, retries go on. Before: no line at all."""
+        server = socket.create_server(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        stop = threading.Event()
+
+        def accept_and_close() -> None:
+            server.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                conn.close()
+
+        thread = threading.Thread(target=accept_and_close)
+        thread.start()
+        try:
+            pub = publisher(MqttSettings(host="127.0.0.1", port=port, reconnect_max_s=1.0))
+            wait_until(lambda: pub.connect_failures >= 3, "three closed connections")
+        finally:
+            stop.set()
+            thread.join()
+            server.close()
+        closed = events(log_text, "mqtt_closed_before_connack")
+        assert len(closed) == 1
+        assert closed[0]["port"] == port
+        assert not pub.connected
 
     def test_events_from_pahos_thread_name_the_node(
         self, broker: Broker, publisher: Make, log_text: io.StringIO

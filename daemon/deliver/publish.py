@@ -453,6 +453,23 @@ class Publisher:
                 retry_max_s=self._settings.reconnect_max_s,
             )
 
+    def _closed_before_connack(self, reason_code: ReasonCode) -> None:
+        # The TCP connection was accepted and then closed before any CONNACK: without this line
+        # the node retried in silence.
+        self.connect_failures += 1
+        if self._repeat.should_log("closed_before_connack"):
+            log.warning(
+                "mqtt_closed_before_connack",
+                host=self._settings.host,
+                port=self._settings.port,
+                tls=self._settings.tls.enabled,
+                reason=str(reason_code),
+                hint="the broker accepted the connection and closed it without answering: a TLS"
+                " port spoken to without TLS (or the reverse), a broker at its connection"
+                " limit, a proxy, or not an MQTT broker; retrying",
+                retry_max_s=self._settings.reconnect_max_s,
+            )
+
     def _on_disconnect(
         self,
         client: mqtt.Client,
@@ -464,6 +481,8 @@ class Publisher:
         was_connected = self._connected.is_set()
         self._connected.clear()
         if not was_connected:
+            if not self._closed:
+                self._closed_before_connack(reason_code)
             return
         if self._closed:
             log.info("mqtt_disconnected", reason=str(reason_code), will_retry=False)
