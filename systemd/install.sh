@@ -97,7 +97,10 @@ install_code() {
         run python3 -m venv "$VENV"
     fi
     # The base install only: the edge node never needs the [train] extra (TensorFlow, librosa).
-    run "$VENV/bin/python" -m pip install --no-cache-dir --disable-pip-version-check "$REPO"
+    # Pinned to the versions the tests ran with (the constraints also pin the build backend), and
+    # wheels only: pip runs as root here, and building a source archive runs its code.
+    run env PIP_CONSTRAINT="$REPO/systemd/tower-constraints.txt" "$VENV/bin/python" -m pip \
+        install --no-cache-dir --disable-pip-version-check --only-binary=:all: "$REPO"
     run install -d -m 0755 "$MODELS"
     local found=0 model
     for model in "$REPO"/models/*.tflite "$REPO"/models/*.json "$REPO"/models/*.md; do

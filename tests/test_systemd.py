@@ -7,6 +7,7 @@ create system users or touch /etc on the machine running it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from daemon import config
 
@@ -131,7 +133,11 @@ class TestInstallScript:
         assert result.returncode == 0, result.stderr
         out = result.stdout
         assert "python3 -m venv /opt/corona-monitor/venv" in out
-        assert f"-m pip install --no-cache-dir --disable-pip-version-check {REPO}\n" in out
+        constraints = REPO / "systemd" / "tower-constraints.txt"
+        assert (
+            f"env PIP_CONSTRAINT={constraints} /opt/corona-monitor/venv/bin/python -m pip install"
+            f" --no-cache-dir --disable-pip-version-check --only-binary=:all: {REPO}\n"
+        ) in out
         assert "[train]" not in out
         assert "/etc/systemd/system/corona-monitor.service" in out
         assert "systemctl enable corona-monitor.service" in out
@@ -141,6 +147,20 @@ class TestInstallScript:
             assert "/etc/corona-monitor/config.yaml" in out
             assert "/etc/corona-monitor/mqtt-password" in out
         assert {p: p.exists() for p in before} == before
+
+    def test_tower_constraints_pin_what_the_tests_ran_with(self) -> None:
+        """Every package of the tower's dependency closure (corona-monitor without extras) is
+        pinned exactly, at the version installed here: a tower gets what this suite tested,
+        not whatever the index has that day (before: an unpinned `pip install` as root)."""
+        pins = {}
+        for line in (REPO / "systemd" / "tower-constraints.txt").read_text().splitlines():
+            if line and not line.startswith("#"):
+                name, _, version = line.partition("==")
+                assert version, f"not an exact pin: {line}"
+                pins[canonical(name)] = version
+        closure = tower_closure()
+        assert set(closure) <= set(pins), f"not pinned: {sorted(set(closure) - set(pins))}"
+        assert {name: pins[name] for name in closure} == closure
 
     def test_dry_run_uninstall(self) -> None:
         """--dry-run --uninstall --purge succeeds and changes nothing."""
@@ -178,3 +198,29 @@ class TestInstallScript:
             )
         )
         assert result.stdout == expected
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def tower_closure() -> dict[str, str]:
+    """name -> installed version of every package corona-monitor needs without extras."""
+    found: dict[str, str] = {}
+
+    def walk(name: str) -> None:
+        key = canonical(name)
+        if key in found:
+            return
+        dist = importlib.metadata.distribution(name)
+        found[key] = dist.version
+        for spec in dist.requires or []:
+            requirement = Requirement(spec)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                walk(requirement.name)
+
+    for spec in importlib.metadata.distribution("corona-monitor").requires or []:
+        requirement = Requirement(spec)
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            walk(requirement.name)
+    return found
