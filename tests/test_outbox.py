@@ -291,6 +291,18 @@ class TestFile:
             assert stat.S_IMODE(Path(f"{path}-wal").stat().st_mode) == 0o600
             assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
+    def test_folders_are_private_under_any_umask(self, tmp_path: Path) -> None:
+        """Under umask 000 (a process of its own: the umask is per process) every folder the
+        outbox creates, parents included, is 0700. Before: the parents were 0777."""
+        path = tmp_path / "a" / "b" / "c" / "o.sqlite"
+        script = "import os, sys\nos.umask(0)\nfrom daemon.deliver.outbox import Outbox\n"
+        script += "Outbox(sys.argv[1]).close()\n"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True)
+        for folder in (tmp_path / "a", tmp_path / "a" / "b", path.parent):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
     def test_unusable_folder_names_the_path(self, tmp_path: Path) -> None:
         """A state folder that cannot be created gives an OutboxError naming it."""
         blocker = tmp_path / "file"

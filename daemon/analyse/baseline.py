@@ -45,6 +45,7 @@ from daemon.analyse import novelty
 from daemon.analyse import physics as phys
 from daemon.analyse.featurespec import FeatureSpec
 from daemon.errors import CoronaError
+from daemon.private_dirs import make_private_dir
 
 log = structlog.get_logger(__name__)
 
@@ -389,7 +390,7 @@ def learn_windows_for(learn_h: float, hop_s: float) -> int:
 def lock(path: Path) -> int:
     """Take `path`.lock (flock, released when the process ends, even by SIGKILL) and return its
     descriptor; BaselineBusyError when another process (the running daemon) holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    make_private_dir(path.parent)
     fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, _FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -435,7 +436,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _atomic_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    make_private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, _FILE_MODE)

@@ -34,13 +34,13 @@ import structlog
 
 from daemon.config import OutboxSettings
 from daemon.errors import CoronaError
+from daemon.private_dirs import make_private_dir
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
 BYTES_PER_MB: Final = 1024 * 1024
-DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
 BUSY_TIMEOUT_S: Final = 5.0
 """How long a statement waits for a lock held by another connection (a second daemon on the same
@@ -660,15 +660,6 @@ def _copy_rows(
     # Row ids carry on, so the drainer's cursors (ids) stay valid across the switch.
     conn.execute("DELETE FROM sqlite_sequence WHERE name = 'messages'")
     conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', ?)", (last_id,))
-
-
-def make_private_dir(folder: Path) -> None:
-    """Create folder (and parents) with mode 0700 whatever the umask (mkdir's mode is masked)."""
-    missing = [p for p in [folder, *folder.parents] if not p.exists()]
-    folder.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    for made in missing:
-        with contextlib.suppress(OSError):
-            made.chmod(DIR_MODE)
 
 
 def _is_unwritable(err: sqlite3.DatabaseError) -> bool:
