@@ -181,7 +181,8 @@ class OutboxSettings:
     path: Path = field(default_factory=lambda: _default_state_dir() / "outbox.sqlite")
     max_rows: int = field(default=100_000, metadata=_range(1, 100_000_000))
     min_free_mb: float = field(default=50.0, metadata=_range(0.0, 1_000_000.0))
-    """Below this much free disk the oldest rows are dropped as if max_rows were reached."""
+    """Below this much free disk the outbox goes on in memory (health: outbox degraded) and
+    writes its rows back to the file once there is room again."""
 
 
 LOOPBACK_HOST = "127.0.0.1"
