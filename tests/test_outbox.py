@@ -153,11 +153,10 @@ class TestBounds:
         summed and logged at close, so the counts add up to the drops. Before: 21,908 drops were
         one line with count 1."""
         path = tmp_path / "o.sqlite"
-        with capture_logs() as logs:
-            with Outbox(path, max_rows=5) as box:
-                for _ in range(105):
-                    box.add_numbered(verdict)
-                assert box.dropped == 100
+        with capture_logs() as logs, Outbox(path, max_rows=5) as box:
+            for _ in range(105):
+                box.add_numbered(verdict)
+            assert box.dropped == 100
         lines = [e for e in logs if e["event"] == "outbox_dropped_oldest"]
         assert sum(e["count"] for e in lines) == 100
         assert lines[-1]["dropped_total"] == 100
