@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from daemon.constants import SAMPLE_RATE
-from tests.daemon_runs import MonitorProcess, noisy_clip, write_config
+from daemon.listen import alsa_env
+from tests.daemon_runs import MonitorProcess, noisy_clip, run_monitor, write_config
 from tests.fixtures.microphone import SYSTEM_ALSA_CONF, MicEnv, alsa_file_mic
 from tests.procmem import BIG_LIBRARIES, proc_memory
 
@@ -141,3 +142,61 @@ def test_live_daemon_on_the_minimal_config(tmp_path: Path) -> None:
     assert code == 0, daemon.log()
     assert memory.maps_any(BIG_LIBRARIES) == []
     assert memory.maps_any(("libportaudio",)) != []
+
+
+class TestAlsaConfigPath:
+    """daemon.listen.alsa_env: a missing ALSA_CONFIG_PATH is an error line, not a SIGABRT."""
+
+    def test_alsa_aborts_on_a_missing_config(self, tmp_path: Path) -> None:
+        """Why the check exists: ALSA kills the process (SIGABRT) at `import sounddevice`."""
+        done = subprocess.run(
+            [sys.executable, "-c", "import sounddevice"],
+            env={**os.environ, "ALSA_CONFIG_PATH": str(tmp_path / "missing.conf")},
+            capture_output=True,
+            timeout=CHILD_TIMEOUT_S,
+            check=False,
+        )
+        assert done.returncode == -6  # SIGABRT
+
+    @pytest.mark.parametrize("command", [["check-config"], []])
+    def test_cli_names_the_missing_file_in_one_line(
+        self, tmp_path: Path, command: list[str]
+    ) -> None:
+        """check-config and the daemon stop with one line naming the variable and the file."""
+        missing = tmp_path / "missing.conf"
+        done = run_monitor(command, env={"ALSA_CONFIG_PATH": str(missing)}, timeout_s=60)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr == (
+            f"corona-monitor: ALSA_CONFIG_PATH={missing}: no such file (ALSA would abort the"
+            " process); the service's is /etc/corona-monitor/asound.conf, installed by"
+            " systemd/install.sh\n"
+        )
+
+    def test_one_existing_file_is_enough(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """ALSA reads the files that exist among several; only none at all is refused."""
+        monkeypatch.setenv("ALSA_CONFIG_PATH", f"{tmp_path / 'missing.conf'}:{SYSTEM_ALSA_CONF}")
+        alsa_env.check()
+        assert alsa_env.describe() == (
+            f"{tmp_path / 'missing.conf'}:{SYSTEM_ALSA_CONF} (ALSA_CONFIG_PATH)"
+        )
+        monkeypatch.delenv("ALSA_CONFIG_PATH")
+        alsa_env.check()
+        assert alsa_env.describe().startswith("the system's (ALSA_CONFIG_PATH not set")
+
+    @pytest.mark.skipif(not SHIPPED_MODEL.exists(), reason=f"no {SHIPPED_MODEL}")
+    def test_check_config_says_which_alsa_config_it_lists(self, tmp_path: Path) -> None:
+        """check-config prints the ALSA config its device list comes from, and with the shipped
+        config still lists and resolves the microphone defined after it."""
+        base = SHIPPED_ALSA_CONF.read_text(encoding="utf-8")
+        with alsa_file_mic(tmp_path / "mic", noisy_clip(CLIP_S, seed=13), base=base) as mic:
+            cfg = write_config(
+                tmp_path, SHIPPED_MODEL, audio={"device": mic.device}, mqtt={"host": None}
+            )
+            done = run_monitor(["check-config", "--config", str(cfg)], env=mic.env)
+        assert done.returncode == 0, done.stderr
+        assert f"ALSA config: {mic.config_path} (ALSA_CONFIG_PATH)\n" in done.stdout
+        inputs = done.stdout.split("audio inputs:\n")[1].split("audio device:")[0]
+        assert "] tower_mic (ALSA)" in inputs
+        assert "tower_mic" in done.stdout.split("audio device:")[1].splitlines()[0]
