@@ -35,6 +35,7 @@ from tests.procmem import BIG_LIBRARIES, ProcMemory, proc_memory
 
 REPO: Final = Path(__file__).resolve().parent.parent
 SHIPPED_ALSA_CONF: Final = REPO / "systemd" / "asound.conf"
+SHIPPED_LABEL: Final = "shipped systemd/asound.conf"
 MONITOR: Final = [sys.executable, "-m", "daemon.cli"]
 CLIP_S: Final = 65.0
 """Two full 30 s windows of audio, then the microphone's silence."""
@@ -73,7 +74,7 @@ def setups() -> list[AlsaSetup]:
         AlsaSetup("stock: alsa.conf + its conf.d hooks", stock, {}),
         AlsaSetup("stock + PA_ALSA_PLUGHW=1", stock, {"PA_ALSA_PLUGHW": "1"}),
         AlsaSetup(
-            "shipped systemd/asound.conf",
+            SHIPPED_LABEL,
             SHIPPED_ALSA_CONF.read_text(encoding="utf-8"),
             {},
         ),
@@ -214,16 +215,18 @@ def main() -> None:
         " median (range)\n"
     )
     reference: float | None = None
+    shipped = next((runs for setup, runs in results if setup.label == SHIPPED_LABEL), [])
+    shipped_libraries = frozenset().union(*(r.memory.libraries for r in shipped if r.memory))
     header = (
         f"| {'ALSA configuration':38s} | VmRSS MB | VmHWM MB | PSS MB | USS MB | vs stock"
-        " | .so mapped | notable libraries |"
+        " | .so mapped | RSS in .so the shipped config does not map, MB | notable libraries |"
     )
     print(header)
-    print("|" + "|".join("---" for _ in range(8)) + "|")
+    print("|" + "|".join("---" for _ in range(9)) + "|")
     for setup, runs in results:
         measured = [r.memory for r in runs if r.memory is not None]
         if not measured:
-            print(f"| {setup.label:38s} | {runs[0].note} | | | | | | |")
+            print(f"| {setup.label:38s} | {runs[0].note} | | | | | | | |")
             continue
         rss = [m.vm_rss_mb for m in measured]
         if reference is None:
@@ -233,11 +236,13 @@ def main() -> None:
         notable = measured[0].notable()
         big = measured[0].maps_any(BIG_LIBRARIES)
         shown = short_names(notable)
+        extra = [m.rss_outside(shipped_libraries) for m in measured]
         print(
             f"| {setup.label:38s} | {fmt_range(rss)} | {fmt_range([m.vm_hwm_mb for m in measured])}"
             f" | {fmt_range([m.pss_mb for m in measured])}"
             f" | {fmt_range([m.uss_mb for m in measured])} | {delta:+.1f}"
-            f" | {'-'.join(map(str, counts))} | {shown} ({len(big)} big) |"
+            f" | {'-'.join(map(str, counts))} | {fmt_range(extra)}"
+            f" | {shown} ({len(big)} big) |"
         )
         failed = [r for r in runs if r.memory is None]
         if failed:

@@ -8,6 +8,7 @@ process alone costs: it is what ending it would free.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -41,6 +42,14 @@ class ProcMemory:
     uss_mb: float
     libraries: frozenset[str]
     """Paths of the mapped shared objects (.so files)."""
+    library_rss_mb: Mapping[str, float]
+    """Resident MiB per mapped shared object (its mappings summed): what each costs this
+    process, counted whole even where other processes map the same pages (PSS and USS split or
+    leave those out; on a tower nothing else maps libavcodec)."""
+
+    def rss_outside(self, libraries: frozenset[str]) -> float:
+        """Resident MiB in the shared objects mapped here but not in libraries."""
+        return sum(mb for path, mb in self.library_rss_mb.items() if path not in libraries)
 
     def notable(self) -> list[str]:
         """Base names of the mapped NOTABLE libraries, sorted."""
@@ -72,6 +81,20 @@ def mapped_libraries(pid: int | str = "self") -> frozenset[str]:
     return frozenset(paths)
 
 
+def library_rss_kib(pid: int | str = "self") -> dict[str, int]:
+    """Rss (KiB) per shared object, summed over its mappings in /proc/PID/smaps."""
+    totals: dict[str, int] = {}
+    current: str | None = None
+    for line in Path(f"/proc/{pid}/smaps").read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            named = len(fields) == 6 and ".so" in Path(fields[5]).name
+            current = fields[5] if named else None
+        elif current is not None and fields[:1] == ["Rss:"]:
+            totals[current] = totals.get(current, 0) + int(fields[1])
+    return totals
+
+
 def proc_memory(pid: int | str = "self") -> ProcMemory:
     """RSS, peak RSS, PSS, USS (MiB) and mapped libraries of a live process."""
     status = _kib_fields(Path(f"/proc/{pid}/status").read_text(encoding="utf-8"))
@@ -82,4 +105,5 @@ def proc_memory(pid: int | str = "self") -> ProcMemory:
         pss_mb=rollup["Pss"] / KIB_PER_MB,
         uss_mb=(rollup["Private_Clean"] + rollup["Private_Dirty"]) / KIB_PER_MB,
         libraries=mapped_libraries(pid),
+        library_rss_mb={path: kib / KIB_PER_MB for path, kib in library_rss_kib(pid).items()},
     )
