@@ -57,7 +57,8 @@ while n < want:
 memory = proc_memory()  # while the stream is open
 capture.stop()
 np.concatenate(parts)[:want].tofile(sys.argv[1])
-print(json.dumps({"libraries": sorted(memory.libraries), "rss_mb": memory.vm_rss_mb}))
+# Flushed now: a crash at exit (seen once, SIGSEGV, stock config) must not lose the report.
+print(json.dumps({"libraries": sorted(memory.libraries), "rss_mb": memory.vm_rss_mb}), flush=True)
 """
 
 
@@ -69,14 +70,17 @@ def capture_in_child(mic: MicEnv, out: Path) -> dict[str, Any]:
     """Capture CLIP_S of the file microphone in a fresh process; its report (libraries, RSS)."""
     want = round(CLIP_S * SAMPLE_RATE)
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(out), str(want)],
+        [sys.executable, "-X", "faulthandler", "-c", CHILD, str(out), str(want)],
         env={**os.environ, **mic.env, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
         timeout=CHILD_TIMEOUT_S,
         check=False,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    # faulthandler: a native crash prints the Python stack where it happened.
+    assert done.returncode == 0, (
+        f"exit {done.returncode}\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+    )
     got = np.fromfile(out, dtype=np.float32)
     np.testing.assert_array_equal(got, mic.expected())  # the file's exact samples, none lost
     # The last line: structlog's default configuration logs device_opened on stdout before it.
