@@ -8,7 +8,7 @@
 #   systemd/install.sh --print-config     print the config.yaml a fresh install would write
 #
 # Idempotent: running it again updates the code and the unit, and never overwrites
-# /etc/corona-monitor/config.yaml or the password file once they exist.
+# /etc/corona-monitor/config.yaml, asound.conf or the password file once they exist.
 set -euo pipefail
 
 readonly SERVICE=corona-monitor
@@ -172,7 +172,7 @@ uninstall() {
             run userdel "$SERVICE_USER"
         fi
     else
-        echo "kept: $CONFIG_DIR (config, password), $STATE_DIR (outbox), user $SERVICE_USER;" \
+        echo "kept: $CONFIG_DIR (config, ALSA config, password), $STATE_DIR (outbox), user $SERVICE_USER;" \
             "--uninstall --purge removes them"
     fi
 }
