@@ -21,6 +21,7 @@ from daemon.analyse.baseline import BaselineError
 from daemon.analyse.model import Model
 from daemon.deliver.publish import STATUS_ONLINE, connect_and_wait, make_client, topics
 from daemon.errors import CoronaError
+from daemon.listen import alsa_env
 from daemon.listen.capture import list_input_devices, resolve_input_device
 from daemon.pipeline import baseline_terms, load_model, runtime_spec
 
@@ -61,6 +62,7 @@ def run_check(config_path: Path | None, out: TextIO = sys.stdout) -> int:
 
     try:
         devices = list_input_devices()
+        out.write(f"ALSA config: {alsa_env.describe()}\n")
         out.write("audio inputs:\n")
         for dev in devices:
             mark = "*" if dev["default"] else " "

@@ -173,6 +173,11 @@ def baseline_import(
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: no traceback ever reaches the user."""
     try:
+        # Before any command imports sounddevice: ALSA aborts the process on a config it cannot
+        # find, so that becomes an error line here instead (daemon.listen.alsa_env).
+        from daemon.listen import alsa_env
+
+        alsa_env.check()
         # In non-standalone mode click returns ctx.exit()'s code instead of calling sys.exit.
         code = cli.main(args=argv, prog_name="corona-monitor", standalone_mode=False)
     except click.ClickException as err:

@@ -8,7 +8,7 @@
 #   systemd/install.sh --print-config     print the config.yaml a fresh install would write
 #
 # Idempotent: running it again updates the code and the unit, and never overwrites
-# /etc/corona-monitor/config.yaml or the password file once they exist.
+# /etc/corona-monitor/config.yaml, asound.conf or the password file once they exist.
 set -euo pipefail
 
 readonly SERVICE=corona-monitor
@@ -20,6 +20,8 @@ readonly MODELS="$PREFIX/models"
 readonly CONFIG_DIR=/etc/corona-monitor
 readonly CONFIG="$CONFIG_DIR/config.yaml"
 readonly PASSWORD_FILE="$CONFIG_DIR/mqtt-password"
+readonly ALSA_CONFIG="$CONFIG_DIR/asound.conf"
+readonly SYSTEM_ALSA_CONFIG=/usr/share/alsa/alsa.conf
 readonly STATE_DIR=/var/lib/corona-monitor
 readonly UNIT_DIR=/etc/systemd/system
 readonly UNIT="$UNIT_DIR/$SERVICE.service"
@@ -122,11 +124,24 @@ install_config() {
         run install -m 0640 -o root -g "$SERVICE_USER" "$tmp" "$CONFIG"
         rm -f "$tmp"
     fi
+    install_alsa_config
     if [[ -e "$PASSWORD_FILE" ]]; then
         echo "keeping the existing $PASSWORD_FILE"
     else
         # Empty, with the right owner and mode, for the technician to fill in.
         run install -m 0640 -o root -g "$SERVICE_USER" /dev/null "$PASSWORD_FILE"
+    fi
+}
+
+# The unit's ALSA_CONFIG_PATH: alsa.conf without the conf.d folders (systemd/asound.conf says
+# why). Kept once it exists, like config.yaml: a technician may define the microphone in it.
+install_alsa_config() {
+    # The shipped file includes alsa.conf; ALSA fails to initialise without it.
+    [[ -f "$SYSTEM_ALSA_CONFIG" ]] || die "$SYSTEM_ALSA_CONFIG: missing (apt install libasound2-data)"
+    if [[ -e "$ALSA_CONFIG" ]]; then
+        echo "keeping the existing $ALSA_CONFIG"
+    else
+        run install -m 0644 -o root -g root "$REPO/systemd/asound.conf" "$ALSA_CONFIG"
     fi
 }
 
@@ -160,7 +175,7 @@ uninstall() {
             run userdel "$SERVICE_USER"
         fi
     else
-        echo "kept: $CONFIG_DIR (config, password), $STATE_DIR (outbox), user $SERVICE_USER;" \
+        echo "kept: $CONFIG_DIR (config, ALSA config, password), $STATE_DIR (outbox), user $SERVICE_USER;" \
             "--uninstall --purge removes them"
     fi
 }
@@ -214,7 +229,9 @@ main() {
 corona-monitor is installed and enabled. Next:
   1. set mqtt.host (and tls, username) in $CONFIG; put the password on the first line of
      $PASSWORD_FILE and set mqtt.password_file: $PASSWORD_FILE
-  2. check it:  sudo -u $SERVICE_USER $VENV/bin/corona-monitor --config $CONFIG check-config
+  2. check it (with the service's ALSA config, so it lists the devices the service sees):
+       sudo -u $SERVICE_USER env ALSA_CONFIG_PATH=$ALSA_CONFIG \\
+         $VENV/bin/corona-monitor --config $CONFIG check-config
   3. start it:  systemctl start $SERVICE && journalctl -u $SERVICE -f
 EOF
 }

@@ -18,6 +18,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from daemon import config
+from daemon.listen import alsa_env
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "corona-monitor.service"
@@ -98,6 +99,7 @@ class TestUnit:
             "User=corona",
             "SupplementaryGroups=audio",
             "DeviceAllow=char-alsa rw",
+            f"Environment=ALSA_CONFIG_PATH={alsa_env.SERVICE_CONFIG}",
             f"ExecStart={EXEC_START} --config /etc/corona-monitor/config.yaml",
         ):
             assert re.search(rf"^{re.escape(line)}$", text, re.MULTILINE), line
@@ -146,6 +148,11 @@ class TestInstallScript:
             assert "-m 0640 -o root -g corona" in out
             assert "/etc/corona-monitor/config.yaml" in out
             assert "/etc/corona-monitor/mqtt-password" in out
+            # The unit's ALSA_CONFIG_PATH: without it ALSA would abort the daemon.
+            assert (
+                f"install -m 0644 -o root -g root {REPO}/systemd/asound.conf"
+                f" {alsa_env.SERVICE_CONFIG}\n"
+            ) in out
         assert {p: p.exists() for p in before} == before
 
     def test_tower_constraints_pin_what_the_tests_ran_with(self) -> None:
