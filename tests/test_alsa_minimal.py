@@ -108,18 +108,22 @@ def test_minimal_config_captures_without_the_plugin_libraries(tmp_path: Path) ->
     assert names(report["libraries"], ("libasound.so",)) != []  # ALSA itself is there
 
 
-@pytest.mark.skipif(not A52_CONF.exists(), reason=f"no {A52_CONF} (libasound2-plugins)")
-def test_stock_config_maps_the_codecs(tmp_path: Path) -> None:
-    """The contrast: the same capture with the stock config (alsa.conf and its hooks) maps
-    libavcodec through the a52 plugin module, so the test above can fail."""
-    with alsa_file_mic(tmp_path / "mic", noisy_clip(CLIP_S, seed=11)) as mic:
-        report = capture_in_child(mic, tmp_path / "got.f32")
-    mapped = names(report["libraries"], BIG_LIBRARIES)
-    assert "libasound_module_pcm_a52.so" in mapped
-    assert any(name.startswith("libavcodec") for name in mapped), mapped
+def test_the_stock_config_defines_the_plugins_the_minimal_one_leaves_out() -> None:
+    """The contrast, without opening a stream: libasound2-plugins (installed by scripts/setup)
+    hooks its devices in through alsa.conf.d, so the stock config would load the a52 module and
+    libavcodec (bench/memory.py measures it: 173 .so files, 17 MB); the shipped config must not
+    read that folder. (A capture under the stock config crashed once in ~100 runs inside the
+    plugins' probing, so the suite does not open one.)"""
+    assert A52_CONF.exists(), f"{A52_CONF}: libasound2-plugins is not installed (scripts/setup)"
+    settings = [
+        line
+        for line in SHIPPED_ALSA_CONF.read_text(encoding="utf-8").splitlines()
+        if not line.lstrip().startswith("#")
+    ]
+    assert not [line for line in settings if "conf.d" in line]
+    assert "!@hooks [" in settings  # alsa.conf's own hook (which loads conf.d) is replaced
 
 
-@pytest.mark.skipif(not SHIPPED_MODEL.exists(), reason=f"no {SHIPPED_MODEL}")
 def test_live_daemon_on_the_minimal_config(tmp_path: Path) -> None:
     """The daemon itself (every import, the model, the stream open) on the shipped config:
     it captures (first_block) and maps none of the extras."""
@@ -189,7 +193,6 @@ class TestAlsaConfigPath:
         alsa_env.check()
         assert alsa_env.describe().startswith("the system's (ALSA_CONFIG_PATH not set")
 
-    @pytest.mark.skipif(not SHIPPED_MODEL.exists(), reason=f"no {SHIPPED_MODEL}")
     def test_check_config_says_which_alsa_config_it_lists(self, tmp_path: Path) -> None:
         """check-config prints the ALSA config its device list comes from, and with the shipped
         config still lists and resolves the microphone defined after it."""
