@@ -32,7 +32,28 @@ from tests.daemon_runs import (
 )
 from tests.fixtures.live_daemon import TOPICS, Rig, verdicts
 
+REPO = Path(__file__).resolve().parents[1]
+
 SMALL_DISK = "1m"
+TURNS_IMMUTABLE = """
+import json, subprocess, sys
+from daemon.deliver.outbox import Message, Outbox
+path = sys.argv[1]
+build = lambda s: Message("verdict", json.dumps({"seq": s, "label": "normal"}).encode(), 1, False)
+box = Outbox(path)
+for _ in range(5):
+    box.add_numbered(build)
+import os
+parts = [p for p in (path, path + "-wal", path + "-shm") if os.path.exists(p)]
+subprocess.run(["chattr", "+i", *parts], check=True)
+for _ in range(5):
+    box.add_numbered(build)
+print(box.degraded is not None, box.depth(), flush=True)
+for row in box.pending(100):
+    box.ack(row.id)
+box.close()
+print("closed", flush=True)
+"""
 WRITER = """
 import json, sys, time
 from daemon.deliver.outbox import Message, Outbox
@@ -196,6 +217,27 @@ class TestReadOnlyOutbox:
         for path in made:
             subprocess.run(["chattr", "-i", str(path)], check=False)
 
+    def test_files_turning_immutable_under_a_running_outbox(self, tmp_path: Path) -> None:
+        """The database and its WAL made immutable while a process writes to them: the next
+        write fails inside SQLite, the outbox goes on in memory with all ten rows, acks and
+        closes. Before: the next write to the mapped -shm killed the process with SIGBUS."""
+        path = tmp_path / "o.sqlite"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", TURNS_IMMUTABLE, str(path)],
+                env=env, capture_output=True, text=True, check=False, timeout=60,
+            )  # fmt: skip
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                if Path(f"{path}{suffix}").exists():
+                    subprocess.run(["chattr", "-i", f"{path}{suffix}"], check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        # (structlog's default output, the log lines, shares stdout with the two prints)
+        lines = done.stdout.splitlines()
+        assert "True 10" in lines, done.stdout[-2000:]
+        assert lines[-1] == "closed"
+
     def test_an_immutable_outbox_does_not_stop_the_daemon(
         self, rig: Rig, tmp_path: Path, immutable: Callable[[Path], None]
     ) -> None:
@@ -212,9 +254,10 @@ class TestReadOnlyOutbox:
         assert writer.stdout.readline().strip() == "stored"
         writer.kill()
         writer.wait(timeout=10)
-        for suffix in ("", "-wal", "-shm"):
-            assert Path(f"{path}{suffix}").exists()
-            immutable(Path(f"{path}{suffix}"))
+        assert Path(f"{path}-wal").exists()
+        for suffix in ("", "-wal", "-shm"):  # -shm only from before exclusive locking
+            if Path(f"{path}{suffix}").exists():
+                immutable(Path(f"{path}{suffix}"))
         rig.mic.write(noisy_clip(3.0, seed=43))
         sub = rig.watch()
         daemon = rig.start(rig.config(outbox={"path": str(path)}))

@@ -3,6 +3,7 @@ so."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,7 +31,9 @@ def verdict(seq: int) -> Message:
 
 
 def stored_seqs(path: Path) -> list[int]:
-    with sqlite3.connect(path) as conn:
+    """The seqs in a closed outbox file (read by a second connection, closed again: the outbox
+    holds its file exclusively while open)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         return [r[0] for r in conn.execute("SELECT seq FROM messages ORDER BY id")]
 
 
@@ -298,8 +301,10 @@ class TestFile:
         path = tmp_path / "state" / "deep" / "o.sqlite"
         with Outbox(path) as box:
             box.add_numbered(verdict)
-            with sqlite3.connect(path) as other:
-                assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert box._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            # Exclusive locking: the WAL index lives in heap memory, there is no -shm to map.
+            assert box._conn.execute("PRAGMA locking_mode").fetchone()[0] == "exclusive"
+            assert not Path(f"{path}-shm").exists()
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
             assert stat.S_IMODE(Path(f"{path}-wal").stat().st_mode) == 0o600
             assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
@@ -323,22 +328,23 @@ class TestFile:
         with pytest.raises(OutboxError, match=str(blocker)):
             Outbox(blocker / "o.sqlite")
 
-    def test_locked_database_is_an_outbox_error(self, tmp_path: Path) -> None:
-        """A file locked by someone else ends in an OutboxError naming it, not a hang."""
+    def test_a_second_process_on_the_file_is_an_outbox_error(self, tmp_path: Path) -> None:
+        """The outbox holds its file exclusively: a second opener (another daemon, or a replay
+        with the daemon's config) fails with an OutboxError naming the file, after the busy
+        timeout, not a hang; the first goes on."""
         path = tmp_path / "o.sqlite"
         with Outbox(path) as box:
             first = box.add_numbered(verdict).seq
             assert first is not None
-            other = sqlite3.connect(path, isolation_level=None)
-            other.execute("BEGIN EXCLUSIVE")
-            try:
-                box_fast = box
-                box_fast._conn.execute("PRAGMA busy_timeout = 50")  # keep the test short
-                with pytest.raises(OutboxError, match=str(path)):
-                    box_fast.add_numbered(verdict)
-            finally:
-                other.execute("ROLLBACK")
-                other.close()
+            script = "import sys\nfrom daemon.deliver.outbox import Outbox\nOutbox(sys.argv[1])\n"
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            done = subprocess.run(
+                [sys.executable, "-c", script, str(path)],
+                env=env, capture_output=True, text=True, check=False, timeout=60,
+            )  # fmt: skip
+            assert done.returncode != 0
+            assert "OutboxError" in done.stderr
+            assert f"{path}: cannot open the outbox database: database is locked" in done.stderr
             assert box.add_numbered(verdict).seq == first + 1
 
 

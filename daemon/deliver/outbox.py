@@ -458,6 +458,7 @@ class Outbox:
         except (OSError, sqlite3.Error):
             return
         try:
+            disk.execute("PRAGMA locking_mode = EXCLUSIVE")  # see _connect
             if str(disk.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() != "wal":
                 raise sqlite3.OperationalError("journal_mode WAL refused")
             disk.execute("PRAGMA synchronous = FULL")
@@ -524,6 +525,13 @@ class Outbox:
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         try:
+            # Exclusive before WAL: SQLite then keeps the WAL index in heap memory instead of a
+            # shared mmap of -shm. A write to that mapping after the file turned immutable or
+            # read-only killed the daemon with SIGBUS; now it is an SQLite error, and the outbox
+            # goes on in memory. It also makes a second process on the same file (another
+            # daemon, or a replay with the daemon's config) fail with "database is locked"
+            # instead of sharing its rows.
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"journal_mode WAL refused (got {mode})")
