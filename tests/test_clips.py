@@ -21,7 +21,7 @@ import soundfile as sf
 from daemon import schemas
 from daemon.constants import SAMPLE_RATE
 from daemon.evidence.store import read_tags
-from tests.daemon_runs import noisy_clip, run_monitor, wait_until
+from tests.daemon_runs import json_lines, noisy_clip, run_monitor, wait_until, write_wav
 from tests.fixtures.live_daemon import EVENT_TIMEOUT_S, TOPICS, WINDOW_S, Rig, verdicts
 from tests.fixtures.microphone import to_int16
 from tests.test_full_disk import fill, small_disk
@@ -164,3 +164,25 @@ class TestClipRequests:
         assert all("not a clip name" in e["error"] or "longer" in e["error"] for e in errors)
         assert not any(m.payload == b"not for you" for m in replies.messages)
         assert len(answered()) == 6
+
+
+class TestReplayClips:
+    def test_replay_keeps_clips_only_when_asked(self, rig: Rig, tmp_path: Path) -> None:
+        """Replay keeps no clips by default (clip null); with clips.in_replay its windows' clips
+        are the file's samples, window by window."""
+        samples = noisy_clip(CLIP_S, seed=35, amplitude=0.3)
+        wav = write_wav(tmp_path / "in.wav", samples)
+        plain = run_monitor(["--replay", str(wav), "--config",
+                             str(rig.config(threshold=0.0, clips=NO_NORMALS))])  # fmt: skip
+        assert plain.returncode == 0, plain.stderr
+        assert [v["clip"] for v in json_lines(plain.stdout)] == [None] * N_WINDOWS
+        assert not (tmp_path / "clips").exists()
+        cfg = rig.config(threshold=0.0, clips={**NO_NORMALS, "in_replay": True})
+        kept = run_monitor(["--replay", str(wav), "--config", str(cfg)])
+        assert kept.returncode == 0, kept.stderr
+        written, _ = sf.read(wav, dtype="int16")  # libsndfile's own float -> int16 rounding
+        assert len(json_lines(kept.stdout)) == N_WINDOWS
+        for index, verdict in enumerate(json_lines(kept.stdout)):
+            clip, _ = sf.read(tmp_path / "clips" / verdict["clip"], dtype="int16")
+            window = written[index * WINDOW_SAMPLES : (index + 1) * WINDOW_SAMPLES]
+            np.testing.assert_array_equal(clip, window)
