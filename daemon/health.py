@@ -74,7 +74,8 @@ class HealthSnapshot:
     clips_enabled: bool = False
     clips_count: int = 0
     clips_bytes: int = 0
-    """Evidence clips in the folder and their bytes (daemon.evidence), at the last clip kept."""
+    """Evidence clips in the folder and their bytes (daemon.evidence) when the snapshot was
+    taken, earlier runs' clips included."""
     clips_kept: int = 0
     clips_skipped: int = 0
     """Clips that could not be kept since start (disk full, below clips.min_free_mb, ...)."""
@@ -176,6 +177,7 @@ def collect(
     """Read every counter once, now."""
     drainer = messenger.drainer
     publisher = messenger.publisher
+    clips_count, clips_bytes = clips.usage() if clips is not None else (0, 0)
     return HealthSnapshot(
         node=node,
         taken_at=datetime.now(UTC),
@@ -211,8 +213,8 @@ def collect(
         mqtt_conflict=publisher.conflict if publisher is not None else False,
         mqtt_takeovers=publisher.takeovers if publisher is not None else 0,
         clips_enabled=clips is not None,
-        clips_count=clips.count if clips is not None else 0,
-        clips_bytes=clips.bytes if clips is not None else 0,
+        clips_count=clips_count,
+        clips_bytes=clips_bytes,
         clips_kept=clips.kept if clips is not None else 0,
         clips_skipped=clips.skipped if clips is not None else 0,
         clips_deleted=clips.deleted if clips is not None else 0,

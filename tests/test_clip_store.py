@@ -224,6 +224,16 @@ class TestRetention:
         assert kept_seqs(store) == [1]
         assert store.skipped == 5
 
+    def test_usage_counts_earlier_runs(self, tmp_path: Path) -> None:
+        """A new store (a restarted daemon) reports the clips already in the folder."""
+        first = ClipStore(tmp_path / "clips", max_total_bytes=10**8, max_age_s=1e9,
+                          min_free_bytes=0)  # fmt: skip
+        keep(first, 1, "anomalous")
+        keep(first, 2, "normal")
+        later = ClipStore(tmp_path / "clips", max_total_bytes=10**8, max_age_s=1e9,
+                          min_free_bytes=0)  # fmt: skip
+        assert later.usage() == (2, folder_bytes(tmp_path / "clips"))
+
     def test_age_bound(self, tmp_path: Path) -> None:
         """Clips kept longer ago than max_age are deleted before the next clip is written."""
         store = ClipStore(tmp_path / "clips", max_total_bytes=100 * 1024 * KIB,
@@ -373,6 +383,20 @@ class TestRequests:
         assert errors[0]["bytes"] > 1024
         assert errors[1]["seq"] == 13
         assert "no such clip" in errors[1]["error"]
+
+    def test_queued_through_offer(self, tmp_path: Path) -> None:
+        """paho's thread offers, the service loop serves: a 100 kB request is refused like a
+        long one (only its head is queued), beyond the queue's room requests are dropped."""
+        server, sent, name = self.make(tmp_path)
+        server.offer(b'{"id": "' + b"a" * 100_000 + b'"}')
+        server.offer(json.dumps({"id": name}).encode())
+        assert server.serve() == 2
+        assert [topic for topic, _ in sent.messages] == [ERROR_TOPIC, f"clip/{name}"]
+        assert "longer" in json.loads(sent.messages[0][1])["error"]
+        for _ in range(100):
+            server.offer(b'{"seq": 12}')
+        assert server.serve() == 16
+        assert server.dropped == 84
 
     def test_parse(self) -> None:
         """A request is an id (a clip name) or a positive seq."""

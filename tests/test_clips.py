@@ -121,7 +121,7 @@ class TestLiveClips:
                    timeout_s=EVENT_TIMEOUT_S, process=daemon)  # fmt: skip
         events = daemon.events_named("clip_not_kept")
         assert len(events) == 1, events
-        assert events[0]["cause"] in ("min_free", "ENOSPC")
+        assert events[0]["cause"] in ("disk_full", "ENOSPC")
         assert daemon.process.poll() is None
 
 

@@ -85,7 +85,8 @@ class ClipServer:
     def offer(self, payload: bytes) -> None:
         """paho's thread: queue a request (drop it when the queue is full)."""
         try:
-            self._queue.put_nowait(bytes(payload))
+            # Only what parse_request may read: a huge message is not kept 16 times over.
+            self._queue.put_nowait(bytes(payload[: MAX_REQUEST_BYTES + 1]))
         except queue.Full:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
@@ -137,6 +138,7 @@ class ClipServer:
 
     def _refuse(self, error: str, **fields: Any) -> None:
         self.refused += 1
-        log.info("clip_request_refused", error=error, **fields)
+        # Debug only: anyone allowed to publish requests could otherwise fill the journal.
+        log.debug("clip_request_refused", error=error, **fields)
         body = json.dumps({"error": error, **fields}, separators=(",", ":"))
         self._sender.publish(ERROR_TOPIC, body, qos=self._qos, retain=False)

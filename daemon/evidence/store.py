@@ -146,6 +146,11 @@ class ClipStore:
         self.count, self.bytes = len(found), sum(clip.size for clip in found)
         return found
 
+    def usage(self) -> tuple[int, int]:
+        """(clips, bytes) in the folder now (health reads it: clips of earlier runs count too)."""
+        self.entries()
+        return self.count, self.bytes
+
     def find(self, *, name: ClipName | None = None, seq: int | None = None) -> StoredClip | None:
         """The listed clip with this name or seq; the path opened is the listing's, never one
         built from a request."""
@@ -237,7 +242,7 @@ class ClipStore:
             total -= victim.size
         while shutil.disk_usage(self.folder).free - incoming < self.min_free_bytes:
             if not victims:
-                return "min_free"
+                return "min_free" if self.min_free_bytes > 0 else "disk_full"
             self._delete(victims.pop(0), "min_free")
         return None
 
