@@ -186,3 +186,23 @@ class TestReplayClips:
             clip, _ = sf.read(tmp_path / "clips" / verdict["clip"], dtype="int16")
             window = written[index * WINDOW_SAMPLES : (index + 1) * WINDOW_SAMPLES]
             np.testing.assert_array_equal(clip, window)
+
+
+class TestCommandErrors:
+    def test_one_line_and_status_1(self, tmp_path: Path) -> None:
+        """A folder that is not empty and a bad --since are each one line on stderr, exit 1."""
+        (tmp_path / "full").mkdir()
+        (tmp_path / "full" / "x").write_text("x")
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"outbox: {{path: {tmp_path / 'outbox.sqlite'}}}\n", encoding="utf-8")
+        for args, says in (
+            (["clips", "export", str(tmp_path / "full")], "not an empty folder"),
+            (["clips", "export", str(tmp_path / "new"), "--since", "soon"], "--since"),
+        ):
+            done = run_monitor([*args, "--config", str(cfg)])
+            assert done.returncode == 1
+            assert says in done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        listed = run_monitor(["clips", "list", "--config", str(cfg)])
+        assert listed.returncode == 0
+        assert listed.stdout.startswith("0 clips")
