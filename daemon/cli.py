@@ -1,4 +1,4 @@
-"""corona-monitor's command line: the live daemon, --replay, check-config and watch.
+"""corona-monitor's command line: the live daemon, --replay, check-config, watch, baseline, clips.
 
 The only place where errors become one line on stderr and an exit code; everything below raises.
 """
@@ -167,6 +167,49 @@ def baseline_import(
             all_windows=all_windows,
             say=_echo,
         )
+    )
+
+
+@cli.group()
+def clips() -> None:
+    """Evidence clips: the FLAC audio of kept windows (list, export for corona-train)."""
+
+
+@clips.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of text.")
+@_config_option
+@click.pass_context
+def clips_list(ctx: click.Context, as_json: bool, config_path: Path | None) -> None:
+    """Every clip in the clips folder, oldest first."""
+    from daemon.clips_cli import run_list
+
+    ctx.exit(run_list(_resolve_config(ctx, config_path), as_json=as_json, say=_echo))
+
+
+@clips.command("export")
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--since", default=None, help="Only windows that started at or after this ISO time.")
+@click.option(
+    "--label",
+    type=click.Choice(["anomalous", "normal", "all"]),
+    default="all",
+    show_default=True,
+    help="Only clips whose verdict had this label.",
+)
+@_config_option
+@click.pass_context
+def clips_export(
+    ctx: click.Context, folder: Path, since: str | None, label: str, config_path: Path | None
+) -> None:
+    """Write FOLDER as a data set corona-train reads (manifest.csv + anomalous/, normal/)."""
+    from daemon.clips_cli import run_export
+    from daemon.evidence.export import LabelFilter
+
+    chosen: LabelFilter = (
+        "anomalous" if label == "anomalous" else "normal" if label == "normal" else "all"
+    )
+    ctx.exit(
+        run_export(folder, _resolve_config(ctx, config_path), since=since, label=chosen, say=_echo)
     )
 
 

@@ -185,6 +185,32 @@ class OutboxSettings:
     writes its rows back to the file once there is room again."""
 
 
+@dataclass(frozen=True)
+class ClipSettings:
+    """Evidence clips (daemon.evidence): the audio of kept windows as FLAC in the state folder."""
+
+    enabled: bool = True
+    """Keep the audio of every anomalous window (and the normal sample below). On by default:
+    it is what lets the control room hear an alarm and retrain on the field, and the bounds
+    below keep it from ever filling the card."""
+    normal_every_n: int = field(default=120, metadata=_range(0, 1_000_000))
+    """Also keep every n-th normal window (the first after start, then every n-th; 0 = none):
+    120 is one an hour at 30 s windows, what a retraining set needs of the tower's own normal."""
+    max_total_mb: float = field(default=1000.0, metadata=_range(0.01, 1_000_000.0))
+    """All clips together stay under this many MiB (a 30 s clip is 1-2.6 MiB)."""
+    max_age_days: float = field(default=30.0, metadata=_range(0.0001, 36500.0))
+    """Clips older than this (since they were kept) are deleted."""
+    min_free_mb: float = field(default=200.0, metadata=_range(0.0, 1_000_000.0))
+    """Never leave less than this many MiB free on the clips' disk (above outbox.min_free_mb, so
+    clips give way before verdicts do)."""
+    path: Path | None = None
+    """The clips folder; null = clips/ beside the outbox (the node's state directory)."""
+    max_publish_kb: int = field(default=4096, metadata=_range(1, 262_144))
+    """A clip asked for over MQTT is sent only up to this many KiB (else an error message)."""
+    in_replay: bool = False
+    """Keep clips in replay too (off: replayed files are already recordings)."""
+
+
 LOOPBACK_HOST = "127.0.0.1"
 """Where the metrics endpoint listens when `metrics.listen` gives only a port."""
 
@@ -231,6 +257,7 @@ class Settings:
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    clips: ClipSettings = field(default_factory=ClipSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     homeassistant: HomeAssistantSettings = field(default_factory=HomeAssistantSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
@@ -239,6 +266,11 @@ class Settings:
     def baseline_path(self) -> Path:
         """Where the on-site baseline lives (`baseline.path`, else beside the outbox)."""
         return self.baseline.path or self.outbox.path.parent / "baseline.npz"
+
+    @property
+    def clips_path(self) -> Path:
+        """Where evidence clips live (`clips.path`, else clips/ beside the outbox)."""
+        return self.clips.path or self.outbox.path.parent / "clips"
 
 
 def load(path: Path | str | None) -> Settings:

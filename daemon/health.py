@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from daemon.analyse.alarm import Alarm
     from daemon.analyse.baseline import Baseline
     from daemon.deliver.messenger import Messenger
+    from daemon.evidence.store import ClipStore
     from daemon.listen.capture import Capture
     from daemon.pipeline import PipelineStats
 
@@ -70,6 +71,16 @@ class HealthSnapshot:
     mqtt_conflict: bool = False
     """Another node with this node_id keeps taking the broker session (daemon.deliver.takeover)."""
     mqtt_takeovers: int = 0
+    clips_enabled: bool = False
+    clips_count: int = 0
+    clips_bytes: int = 0
+    """Evidence clips in the folder and their bytes (daemon.evidence) when the snapshot was
+    taken, earlier runs' clips included."""
+    clips_kept: int = 0
+    clips_skipped: int = 0
+    """Clips that could not be kept since start (disk full, below clips.min_free_mb, ...)."""
+    clips_deleted: int = 0
+    """Clips deleted by retention (age, total size, free-disk floor) since start."""
 
     @property
     def time(self) -> str:
@@ -128,6 +139,14 @@ class HealthSnapshot:
             "clock_max_error_us": self.clock_max_error_us,
             "mqtt_conflict": self.mqtt_conflict,
             "mqtt_takeovers": self.mqtt_takeovers,
+            "clips": {
+                "enabled": self.clips_enabled,
+                "count": self.clips_count,
+                "bytes": self.clips_bytes,
+                "kept": self.clips_kept,
+                "skipped": self.clips_skipped,
+                "deleted": self.clips_deleted,
+            },
         }
 
 
@@ -153,10 +172,12 @@ def collect(
     model: ModelRef,
     window_s: float,
     clock: ClockStatus,
+    clips: ClipStore | None = None,
 ) -> HealthSnapshot:
     """Read every counter once, now."""
     drainer = messenger.drainer
     publisher = messenger.publisher
+    clips_count, clips_bytes = clips.usage() if clips is not None else (0, 0)
     return HealthSnapshot(
         node=node,
         taken_at=datetime.now(UTC),
@@ -191,4 +212,10 @@ def collect(
         clock_max_error_us=clock.max_error_us,
         mqtt_conflict=publisher.conflict if publisher is not None else False,
         mqtt_takeovers=publisher.takeovers if publisher is not None else 0,
+        clips_enabled=clips is not None,
+        clips_count=clips_count,
+        clips_bytes=clips_bytes,
+        clips_kept=clips.kept if clips is not None else 0,
+        clips_skipped=clips.skipped if clips is not None else 0,
+        clips_deleted=clips.deleted if clips is not None else 0,
     )

@@ -201,6 +201,25 @@ def families(snap: HealthSnapshot) -> list[Family]:
             "Windows the baseline learns before it is ready.",
             snap.baseline_learn_windows,
         ),
+        _one("corona_clips", "gauge", "Evidence clips in the clips folder.", snap.clips_count),
+        _one(
+            "corona_clips_bytes",
+            "gauge",
+            "Bytes of the evidence clips in the clips folder.",
+            snap.clips_bytes,
+        ),
+        _one(
+            "corona_clips_skipped_total",
+            "counter",
+            "Clips that could not be kept (disk full, free-disk floor, write error) since start.",
+            snap.clips_skipped,
+        ),
+        _one(
+            "corona_clips_deleted_total",
+            "counter",
+            "Clips deleted by retention (age, total size, free-disk floor) since start.",
+            snap.clips_deleted,
+        ),
     ]
 
 

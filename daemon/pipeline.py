@@ -8,6 +8,7 @@ config (`daemon.analyse.featurespec.resolve`: a contradiction is a ConfigError n
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,8 @@ from daemon.analyse.verdict import Verdict
 from daemon.config import AlarmSource, Settings
 from daemon.constants import SAMPLE_RATE
 from daemon.deliver.sinks import Sink
+from daemon.evidence.keeper import ClipKeeper
+from daemon.evidence.store import ClipStore, Staged
 from daemon.listen.windows import Window, Windower
 
 log = structlog.get_logger(__name__)
@@ -176,6 +179,15 @@ def open_baseline(settings: Settings, model: Model, *, shared: bool = False) -> 
     return baseline
 
 
+def open_clips(settings: Settings, *, replay: bool = False) -> ClipStore | None:
+    """The node's clips folder under `clips.*` (None when clips are off, and in replay unless
+    `clips.in_replay`); nothing is created until the first clip."""
+    wanted = settings.clips.enabled and (settings.clips.in_replay or not replay)
+    if not wanted:
+        return None
+    return ClipStore.from_settings(settings)
+
+
 def decide(
     rule: AlarmSource, *, classifier: bool, reading: Reading
 ) -> tuple[verdict.Label, AlarmSource]:
@@ -213,6 +225,7 @@ class Pipeline:
         stats: PipelineStats | None = None,
         baseline: Baseline | None = None,
         clock_synced: Callable[[], bool | None] = lambda: None,
+        clips: ClipStore | None = None,
     ) -> None:
         self._settings = settings
         self._model = model
@@ -239,6 +252,16 @@ class Pipeline:
             n_fft=self.spec.n_fft,
             hop_length=self.spec.hop_length,
         )
+        # Clips keep the window's own samples: the keeper holds one window of them (int16).
+        self._clips = (
+            None
+            if clips is None
+            else ClipKeeper(
+                clips,
+                normal_every_n=settings.clips.normal_every_n,
+                window_samples=self._windower.length_samples,
+            )
+        )
         # The live service passes one stats object to each stream's pipeline, so counts and the
         # last window carry over a device recovery.
         self.stats = stats if stats is not None else PipelineStats()
@@ -250,12 +273,18 @@ class Pipeline:
     def feed(self, block: np.ndarray) -> list[Verdict]:
         """Push audio; returns the verdicts (as stored, with their seq) of the windows it
         completed."""
-        return [self._finish(window) for window in self._windower.push(block)]
+        windows = self._windower.push(block)
+        if self._clips is not None:  # after the Windower accepted it: the offsets stay in step
+            self._clips.push(block)
+        return [self._finish(window) for window in windows]
 
     def flush(self) -> list[Verdict]:
         """End of stream: the tail window, if the tail policy keeps it (daemon.listen.windows)."""
         window = self._windower.flush()
-        return [] if window is None else [self._finish(window)]
+        finished = [] if window is None else [self._finish(window)]
+        if self._clips is not None:
+            self._clips.reset()
+        return finished
 
     def _finish(self, window: Window) -> Verdict:
         score = self._model.score_one(self.spec.vector(window.features, window.physics))
@@ -296,10 +325,23 @@ class Pipeline:
             extra=extra,
             sensor=sensor,
             clock_synced=self._clock_synced(),
+            clip_kind=self._clips.kind_for(label) if self._clips is not None else None,
         )
-        stored = self._sink.store(built)
+        staged: Staged | None = None
+        if self._clips is not None and built.clip_kind is not None:
+            staged = self._clips.prepare(window, built)
+            if staged is None:  # not kept (logged by the store): the verdict must not name it
+                built = dataclasses.replace(built, clip_kind=None)
+        try:
+            stored = self._sink.store(built)
+        except BaseException:
+            if staged is not None and self._clips is not None:
+                self._clips.store.discard(staged)
+            raise
         if not isinstance(stored, Verdict):  # a Sink returns what it was given, stamped
             raise TypeError(f"sink returned {type(stored).__name__} for a verdict")
+        if staged is not None and self._clips is not None:
+            self._clips.commit(staged, stored)
         log.debug("verdict", seq=stored.seq, label=stored.label, score=stored.score)
         self._track(stored, score)
         return stored

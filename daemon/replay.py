@@ -24,8 +24,9 @@ from daemon.constants import SAMPLE_RATE
 from daemon.deliver.messenger import Messenger
 from daemon.deliver.sinks import EchoSink, Sink
 from daemon.errors import CoronaError
+from daemon.evidence.store import ClipStore
 from daemon.listen import audio
-from daemon.pipeline import Pipeline, open_baseline, start_up
+from daemon.pipeline import Pipeline, open_baseline, open_clips, start_up
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +49,8 @@ def run_replay(
 ) -> int:
     """Replay each file; exit status 1 when any file could not be read (the others still run)."""
     settings, model = start_up(config_path)
-    messenger = Messenger(settings)
+    clips = open_clips(settings, replay=True)
+    messenger = Messenger(settings, clips=clips)
     failed: list[str] = []
     try:
         messenger.start()
@@ -71,6 +73,7 @@ def run_replay(
                     messenger=messenger,
                     realtime=realtime,
                     baseline=baseline,
+                    clips=clips,
                 )
             except CoronaError as err:
                 log.error("replay_file_failed", file=str(path), error=str(err))
@@ -111,6 +114,7 @@ def _replay_file(
     messenger: Messenger,
     realtime: bool,
     baseline: Baseline | None,
+    clips: ClipStore | None,
 ) -> None:
     pipeline = Pipeline(
         settings=settings,
@@ -121,6 +125,7 @@ def _replay_file(
         stream_start=REPLAY_EPOCH,
         extra={"file": str(path)},
         baseline=baseline,
+        clips=clips,
     )
     started = time.monotonic()
     fed_s = 0.0

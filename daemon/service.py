@@ -28,7 +28,7 @@ from daemon.deliver.messenger import Messenger
 from daemon.deliver.sinks import ALARM_STATE_KEY, RememberAlarm
 from daemon.listen.capture import Capture
 from daemon.metrics import MetricsExport
-from daemon.pipeline import Pipeline, PipelineStats, open_baseline, start_up
+from daemon.pipeline import Pipeline, PipelineStats, open_baseline, open_clips, start_up
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +50,8 @@ class Service:
     ) -> None:
         self.settings = settings
         self.model = model
-        self.messenger = Messenger(settings)
+        self.clips = open_clips(settings)
+        self.messenger = Messenger(settings, clips=self.clips)
         self.metrics = MetricsExport(settings.metrics)
         self.capture = Capture(settings.audio)
         # A standing alarm survives a restart: the new process must be able to clear it.
@@ -149,6 +150,7 @@ class Service:
                 stats=self.stats,
                 baseline=self.baseline,
                 clock_synced=lambda: self.clock().synced,
+                clips=self.clips,
             )
         return self._pipeline
 
@@ -183,6 +185,7 @@ class Service:
             model=ModelRef(self.model.name, self.model.sha256, self.model.kind),
             window_s=self.model.spec.window_s,
             clock=self.clock(),
+            clips=self.clips,
         )
 
     def _publish_health(self) -> None:

@@ -41,6 +41,8 @@ COUNTERS: Final = {
     "corona_outbox_dropped_total",
     "corona_messages_sent_total",
     "corona_mqtt_connect_failures_total",
+    "corona_clips_skipped_total",
+    "corona_clips_deleted_total",
 }
 GAUGES: Final = {
     "corona_outbox_degraded",
@@ -57,6 +59,8 @@ GAUGES: Final = {
     "corona_baseline_state",
     "corona_baseline_windows",
     "corona_baseline_learn_windows",
+    "corona_clips",
+    "corona_clips_bytes",
 }
 
 
@@ -255,6 +259,11 @@ def assert_same_numbers(parsed: dict[str, ParsedFamily], health: dict[str, Any])
     assert parsed["corona_baseline_windows"].value() == health["baseline"]["windows"]
     learn = parsed["corona_baseline_learn_windows"].value()
     assert learn == health["baseline"]["learn_windows"]
+    clips = health["clips"]
+    assert parsed["corona_clips"].value() == clips["count"]
+    assert parsed["corona_clips_bytes"].value() == clips["bytes"]
+    assert parsed["corona_clips_skipped_total"].value() == clips["skipped"]
+    assert parsed["corona_clips_deleted_total"].value() == clips["deleted"]
     model = health["model"]
     assert parsed["corona_node_info"].value(node=health["node"], model=model["name"],
         model_sha256=model["sha256"], model_kind=model["kind"]) == 1  # fmt: skip

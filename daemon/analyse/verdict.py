@@ -19,6 +19,7 @@ import numpy as np
 from daemon.analyse.baseline import OFF, Reading
 from daemon.analyse.physics import LineSetting
 from daemon.constants import SAMPLE_RATE
+from daemon.evidence.names import Kind, clip_name
 from daemon.listen.windows import Window
 
 SCHEMA_VERSION: Final = 1
@@ -110,6 +111,16 @@ class Verdict:
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Replay's `file` and `offset_s`: fields only some verdicts carry."""
     seq: int = 0
+    clip_kind: Kind | None = None
+    """Why the window's audio is kept as a clip (anomalous, or a normal sample), None when it is
+    not; the clip's name follows from node, seq and window start (`clip`)."""
+
+    @property
+    def clip(self) -> str | None:
+        """The name of this window's clip (daemon.evidence.names), None without one or a seq."""
+        if self.clip_kind is None or self.seq <= 0:
+            return None
+        return clip_name(self.node, self.seq, self.window_start, self.clip_kind)
 
     @property
     def anomalous(self) -> bool:
@@ -149,6 +160,7 @@ class Verdict:
             "physics": dict(self.physics),
             "baseline": self.baseline.payload(),
             "clock_synced": self.clock_synced,
+            "clip": self.clip,
         }
         doc.update(self.extra)
         return doc
@@ -174,6 +186,7 @@ def build(
     extra: Mapping[str, Any] | None = None,
     sensor: SensorState | None = None,
     clock_synced: bool | None = None,
+    clip_kind: Kind | None = None,
 ) -> Verdict:
     """The verdict of one scored window (no seq yet); ``physics`` at ``line_hz``.
 
@@ -202,4 +215,5 @@ def build(
         baseline=baseline,
         clock_synced=clock_synced,
         extra=dict(extra or {}),
+        clip_kind=clip_kind,
     )

@@ -19,8 +19,11 @@ from daemon.deliver.outbox import Outbox
 from daemon.deliver.sinks import NumberOnlySink, OutboxSink, Sink
 
 if TYPE_CHECKING:
+    from daemon.deliver.clip_requests import ClipServer
+
     # paho (with ssl, email, urllib) costs about 60 ms of CPU to import: only when MQTT is on.
     from daemon.deliver.publish import Publisher, Retained
+    from daemon.evidence.store import ClipStore
 
 log = structlog.get_logger(__name__)
 
@@ -31,8 +34,9 @@ DRAIN_POLL_S: Final = 0.05
 class Messenger:
     """Owns the outbox, the drainer and (when MQTT is configured) the publisher."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clips: ClipStore | None = None) -> None:
         self.settings = settings
+        self.clip_server: ClipServer | None = None
         self.outbox = Outbox.from_settings(settings.outbox)
         self.publisher: Publisher | None = None
         self.drainer: Drainer | None = None
@@ -45,6 +49,16 @@ class Messenger:
             )
             self.drainer = Drainer(self.outbox)
             self.sink = OutboxSink(self.outbox, qos=settings.mqtt.qos)
+            if clips is not None:
+                from daemon.deliver.clip_requests import REQUEST_TOPIC, ClipServer
+
+                self.clip_server = ClipServer(
+                    clips,
+                    self.publisher,
+                    max_bytes=settings.clips.max_publish_kb * 1024,
+                    qos=settings.mqtt.qos,
+                )
+                self.publisher.subscribe(REQUEST_TOPIC, self.clip_server.offer)
         else:
             self.sink = NumberOnlySink(self.outbox)
 
@@ -66,6 +80,8 @@ class Messenger:
         """Hand due outbox rows to MQTT; call often from the service loop."""
         if self.publisher is not None and self.drainer is not None:
             self.drainer.tick(self.publisher.connected, self.publisher.publish)
+        if self.clip_server is not None:
+            self.clip_server.serve()
 
     def publish_health(self, payload: dict[str, Any]) -> None:
         """Health is a snapshot, not a record: retained, sent only when connected, never queued."""

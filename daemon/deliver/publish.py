@@ -52,6 +52,8 @@ CONFLICT_HINT: Final = (
 )
 
 AckCallback = Callable[[], None]
+MessageHandler = Callable[[bytes], None]
+SUBSCRIBE_QOS: Final = 1
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,8 @@ class Publisher:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
+        self._handlers: dict[str, MessageHandler] = {}
         self._connected = threading.Event()
         self._lock = threading.Lock()
         self._pending: dict[int, AckCallback | None] = {}
@@ -286,6 +290,12 @@ class Publisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def subscribe(self, topic_suffix: str, handler: MessageHandler) -> None:
+        """Deliver each message on `{prefix}/{node}/{topic_suffix}` to handler (on paho's
+        thread: it must be quick). Subscribed on every (re)connect; call before start()."""
+        topic = f"{self._settings.prefix.rstrip('/')}/{self._node_id}/{topic_suffix}"
+        self._handlers[topic] = handler
 
     # -- state -------------------------------------------------------------------------------
 
@@ -434,6 +444,8 @@ class Publisher:
             port=self._settings.port,
             session_present=flags.session_present,
         )
+        for topic in self._handlers:
+            self._client.subscribe(topic, qos=SUBSCRIBE_QOS)
         # Before `online`: a subscriber that sees online has every announcement already (the
         # broker keeps one connection's messages in order), so online is their barrier.
         for message in self._announcements:
@@ -525,6 +537,16 @@ class Publisher:
             node_id=self._node_id,
             stable_s=self._takeover.policy.stable_s,
         )
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        handler = self._handlers.get(message.topic)
+        if handler is None:
+            return
+        try:
+            handler(bytes(message.payload))
+        except Exception:
+            # A failing handler must not kill paho's network thread (and with it all delivery).
+            log.exception("mqtt_on_message_failed", topic=message.topic)
 
     def _on_publish(
         self,

@@ -1,0 +1,1 @@
+"""Evidence clips: the audio of kept windows as FLAC, bounded on disk, served and exported."""
