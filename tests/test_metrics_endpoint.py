@@ -9,6 +9,7 @@ told to (checked in /proc, not in the daemon's own words), and a port in use doe
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -372,12 +373,19 @@ class TestLiveMetrics:
         rig.mic.write(noisy_clip(2 * WINDOW_S, seed=22))
         daemon = rig.start(rig.config(metrics={"textfile": str(textfile)}))
         wait_until(textfile.exists, "the first textfile", timeout_s=EVENT_TIMEOUT_S, process=daemon)
-        first_inode = textfile.stat().st_ino
-        assert set(parse(textfile.read_text(encoding="utf-8"))) == COUNTERS | GAUGES
-        code, _ = daemon.stop(signal.SIGTERM)  # the exit writes one last snapshot
-        assert code == 0, daemon.log()
-        # A new file took the old one's place: written beside it, then renamed over it.
-        assert textfile.stat().st_ino != first_inode
+        # Held open, the first file keeps its inode: a freed one could be reused by a later
+        # rewrite's temporary file, and the comparison below would then fail by chance.
+        with textfile.open(encoding="utf-8") as first:
+            first_inode = os.fstat(first.fileno()).st_ino
+            first_text = first.read()
+            assert set(parse(first_text)) == COUNTERS | GAUGES
+            code, _ = daemon.stop(signal.SIGTERM)  # the exit writes one last snapshot
+            assert code == 0, daemon.log()
+            # A new file took the old one's place: written beside it, then renamed over it;
+            # the old one, still open here, is whole and unchanged.
+            assert textfile.stat().st_ino != first_inode
+            first.seek(0)
+            assert first.read() == first_text
         assert sorted(p.name for p in folder.iterdir()) == ["corona.prom"]
         last = parse(textfile.read_text(encoding="utf-8"))
         assert set(last) == COUNTERS | GAUGES
