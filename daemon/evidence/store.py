@@ -30,9 +30,10 @@ import structlog
 
 from daemon.config import Settings
 from daemon.constants import SAMPLE_RATE
-from daemon.deliver.outbox import BYTES_PER_MB, make_private_dir
+from daemon.deliver.outbox import BYTES_PER_MB
 from daemon.evidence import names
 from daemon.evidence.names import ClipName, Kind
+from daemon.private_dirs import make_private_dir
 
 log = structlog.get_logger(__name__)
 
