@@ -1,4 +1,5 @@
-"""corona-monitor's command line: the live daemon, --replay, check-config, watch, baseline, clips.
+"""corona-monitor's command line: the live daemon, --replay, check-config, baseline, clips (and
+watch, an alias of corona-control's).
 
 The only place where errors become one line on stderr and an exit code; everything below raises.
 """
@@ -105,12 +106,13 @@ def check_config(ctx: click.Context, config_path: Path | None) -> None:
 def watch(
     ctx: click.Context, prefix: str | None, once: bool, wait_s: float, config_path: Path | None
 ) -> None:
-    """The control room's view: a live table of every node under the prefix."""
-    from daemon import config
-    from daemon.watch import run_watch
+    """Moved: an alias of `corona-control watch` (the control room's live table)."""
+    # The control room's package, imported only here and only when asked: the daemon's modules
+    # never import it (tests/test_edge_imports.py).
+    from control.cli import watch_command
 
-    settings = config.load(_resolve_config(ctx, config_path))
-    ctx.exit(run_watch(settings, prefix=prefix, once=once, wait_s=wait_s, out=sys.stdout))
+    click.echo("corona-monitor watch is now `corona-control watch`; running that.", err=True)
+    ctx.exit(watch_command(_resolve_config(ctx, config_path), prefix, once, wait_s))
 
 
 @cli.group()

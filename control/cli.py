@@ -1,0 +1,85 @@
+"""corona-control's command line: the control-room side (today `watch`).
+
+The only place where errors become one line on stderr and an exit code; everything below raises.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import click
+
+from daemon.errors import CoronaError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+PROG = "corona-control"
+
+
+def watch_command(config_path: Path | None, prefix: str | None, once: bool, wait_s: float) -> int:
+    """The body of `corona-control watch`, also behind the `corona-monitor watch` alias."""
+    from control.watch import run_watch
+    from daemon import config
+
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # The table is already escaped; this is the last guard, should an unprintable character
+        # (or a terminal whose encoding lacks the ellipsis) get through: never a traceback.
+        sys.stdout.reconfigure(errors="backslashreplace")
+    settings = config.load(config_path)
+    return run_watch(settings, prefix=prefix, once=once, wait_s=wait_s, out=sys.stdout)
+
+
+@click.group()
+@click.version_option(package_name="corona-monitor")
+def cli() -> None:
+    """The control room of corona-monitor: what every tower reports.
+
+    \b
+      corona-control watch [--once]      a live table of every node
+      corona-control COMMAND --help      what each command does
+    """
+
+
+@cli.command()
+@click.option("--prefix", default=None, help="Topic prefix (default: the config's mqtt.prefix).")
+@click.option("--once", is_flag=True, help="Print the table once after a few seconds and exit.")
+@click.option(
+    "--wait-s", default=3.0, show_default=True, help="Seconds to collect before --once prints."
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="YAML configuration with the broker in its mqtt section (as corona-monitor's).",
+)
+@click.pass_context
+def watch(
+    ctx: click.Context, prefix: str | None, once: bool, wait_s: float, config_path: Path | None
+) -> None:
+    """A live table of every node under the prefix (status, verdict, alarm, capture, outbox)."""
+    ctx.exit(watch_command(config_path, prefix, once, wait_s))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: no traceback ever reaches the user."""
+    try:
+        # In non-standalone mode click returns ctx.exit()'s code instead of calling sys.exit.
+        code = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo(f"{PROG}: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except (CoronaError, OSError) as err:
+        click.echo(f"{PROG}: {err}", err=True)
+        return EXIT_FAILED
+    return code if isinstance(code, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
