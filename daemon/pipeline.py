@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,7 +35,7 @@ from daemon.analyse.featurespec import FeatureSpec, resolve
 from daemon.analyse.model import Model
 from daemon.analyse.physics import LineSetting
 from daemon.analyse.verdict import Verdict
-from daemon.config import AlarmSource, Settings
+from daemon.config import AlarmSource, ConfigSource, Settings
 from daemon.constants import SAMPLE_RATE
 from daemon.deliver.sinks import Sink
 from daemon.listen.windows import Window, Windower
@@ -62,13 +62,26 @@ def start_up(config_path: Path | None, *, log_level: str | None = None) -> tuple
     """The one start-up path of every command that runs the model (live, replay, baseline):
     the config, then logging as it says (``log_level`` overrides its level), then the model
     checked against the config. Each step's error is one CoronaError for the CLI."""
-    settings = config.load(config_path)
+    settings, model, _ = start_up_with_source(config_path, log_level=log_level)
+    return settings, model
+
+
+def start_up_with_source(
+    config_path: Path | None, *, log_level: str | None = None
+) -> tuple[Settings, Model, ConfigSource]:
+    """`start_up`, and the identity of the config it read (the live daemon reports it)."""
+    settings, source = config.read(config_path)
+    configure_logging(settings, level=log_level)
+    return settings, load_model(settings), source
+
+
+def configure_logging(settings: Settings, *, level: str | None = None) -> None:
+    """Logging as the config says (at start-up, and again when a reload changes it)."""
     logsetup.configure(
-        level=log_level or settings.logging.level,
+        level=level or settings.logging.level,
         fmt=settings.logging.format,
         node_id=settings.node_id,
     )
-    return settings, load_model(settings)
 
 
 def load_model(settings: Settings) -> Model:
@@ -111,6 +124,17 @@ def report_line_hz(settings: Settings, spec: FeatureSpec) -> LineSetting:
 def hop_s(settings: Settings, spec: FeatureSpec) -> float:
     """Seconds between window starts: `window.hop_s`, else back to back."""
     return settings.window.hop_s if settings.window.hop_s is not None else spec.window_s
+
+
+def windower_for(settings: Settings, spec: FeatureSpec) -> Windower:
+    """The windows this config and model cut (ConfigError on an impossible hop)."""
+    return Windower(
+        sample_rate=SAMPLE_RATE,
+        length_s=spec.window_s,
+        hop_s=hop_s(settings, spec),
+        n_fft=spec.n_fft,
+        hop_length=spec.hop_length,
+    )
 
 
 @dataclass(frozen=True)
@@ -232,13 +256,7 @@ class Pipeline:
         self.spec = runtime_spec(settings, model)
         # Physics are reported at the configured line frequency even for a model without them.
         self._line_hz = report_line_hz(settings, self.spec)
-        self._windower = Windower(
-            sample_rate=SAMPLE_RATE,
-            length_s=self.spec.window_s,
-            hop_s=hop_s(settings, self.spec),
-            n_fft=self.spec.n_fft,
-            hop_length=self.spec.hop_length,
-        )
+        self._windower = windower_for(settings, self.spec)
         # The live service passes one stats object to each stream's pipeline, so counts and the
         # last window carry over a device recovery.
         self.stats = stats if stats is not None else PipelineStats()
@@ -246,6 +264,17 @@ class Pipeline:
     @property
     def threshold(self) -> float:
         return self._threshold
+
+    @property
+    def samples_to_boundary(self) -> int:
+        """Samples to feed before the window in progress completes (0: none is in progress).
+        A reload switches models here, so no window is ever scored by two (daemon.service)."""
+        return self._windower.samples_to_boundary
+
+    @property
+    def stream_position(self) -> datetime:
+        """The time of the next sample this pipeline would be fed: where a successor starts."""
+        return self._stream_start + timedelta(seconds=self._windower.received_samples / SAMPLE_RATE)
 
     def feed(self, block: np.ndarray) -> list[Verdict]:
         """Push audio; returns the verdicts (as stored, with their seq) of the windows it
