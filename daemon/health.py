@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from daemon.analyse.verdict import ModelRef, iso_utc
 from daemon.clock import ClockStatus
+from daemon.config import ConfigSource
 
 if TYPE_CHECKING:
     from daemon.analyse.alarm import Alarm
@@ -70,6 +71,12 @@ class HealthSnapshot:
     mqtt_conflict: bool = False
     """Another node with this node_id keeps taking the broker session (daemon.deliver.takeover)."""
     mqtt_takeovers: int = 0
+    config: ConfigSource | None = None
+    """The config the node runs on (its sha256 changes with each accepted reload)."""
+    reloads: int = 0
+    """Reloads (SIGHUP) applied since start."""
+    reload_error: str | None = None
+    """Why the last reload was refused; None after an accepted one (or before any)."""
 
     @property
     def time(self) -> str:
@@ -128,6 +135,11 @@ class HealthSnapshot:
             "clock_max_error_us": self.clock_max_error_us,
             "mqtt_conflict": self.mqtt_conflict,
             "mqtt_takeovers": self.mqtt_takeovers,
+            "config": {
+                **(self.config.payload() if self.config is not None else {}),
+                "reloads": self.reloads,
+                "reload_error": self.reload_error,
+            },
         }
 
 
@@ -153,6 +165,9 @@ def collect(
     model: ModelRef,
     window_s: float,
     clock: ClockStatus,
+    config: ConfigSource | None = None,
+    reloads: int = 0,
+    reload_error: str | None = None,
 ) -> HealthSnapshot:
     """Read every counter once, now."""
     drainer = messenger.drainer
@@ -191,4 +206,7 @@ def collect(
         clock_max_error_us=clock.max_error_us,
         mqtt_conflict=publisher.conflict if publisher is not None else False,
         mqtt_takeovers=publisher.takeovers if publisher is not None else 0,
+        config=config,
+        reloads=reloads,
+        reload_error=reload_error,
     )

@@ -1,0 +1,134 @@
+"""What SIGHUP does before anything switches: re-read the config and the model, validate them
+exactly as start-up does, and say what would change.
+
+`prepare` is the whole decision. It reads the config file once (the bytes it hashes are the
+bytes it parsed), refuses a change to a key that only a restart can apply, then loads the model
+through `daemon.pipeline.load_model`: its metadata against the new config's features, its sha256,
+and the trial load in a child process (`daemon.analyse.model_trial`). Any refusal is one
+`ReloadRefusedError`/`ConfigError`/`ModelError` line; the service then keeps what runs. The switch
+itself happens in the service's worker thread at a window boundary (`daemon.service`).
+
+Live (applied by a reload): `model.*`, `window.*`, `features.*` (checked against the model),
+`alarm.*`, `baseline.learn_h`/`quantile`, `logging.*`, `mqtt.health_interval_s`.
+Restart only (`RESTART_ONLY`): what an open device, socket, file or connection was built from.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from daemon import config
+from daemon.analyse.model import Model
+from daemon.config import ConfigSource, Settings
+from daemon.errors import CoronaError, one_line
+from daemon.pipeline import load_model, runtime_spec, windower_for
+
+RESTART_ONLY: Final = (
+    "node_id",
+    "audio",
+    "mqtt",
+    "outbox",
+    "baseline.enabled",
+    "baseline.path",
+    "metrics",
+    "homeassistant",
+)
+"""Key prefixes a reload refuses to change. Each is held by something opened once: the audio
+stream (audio.*), the broker session, its Last Will and retained announcements (node_id, mqtt.*,
+homeassistant.*), the outbox's SQLite file and the seq it numbers (outbox.*), the baseline's
+lock (baseline.enabled/path), the metrics socket and textfile (metrics.*). Reopening any of them
+in a running process risks a gap or a duplicate in exactly what a reload must keep; a restart
+(`systemctl restart corona-monitor`) does it safely, and takes a few seconds."""
+LIVE_EXCEPTIONS: Final = ("mqtt.health_interval_s",)
+"""Keys under a RESTART_ONLY prefix that a reload does apply (the service reads them per loop)."""
+RESTART_HINT: Final = "systemctl restart corona-monitor"
+
+
+class ReloadRefusedError(CoronaError):
+    """A reload that would change a key only a restart can apply; the message names the keys."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A validated config and model, ready to switch to."""
+
+    settings: Settings
+    model: Model
+    source: ConfigSource
+    changed: tuple[str, ...]
+    """Dotted config keys whose value differs from the running config."""
+
+
+def flatten(settings: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys to values (`mqtt.tls.ca` -> path): secrets are never read (no password)."""
+    out: dict[str, Any] = {}
+    for key, value in config.as_dict(settings, mask_secrets=False).items():
+        _flatten_into(out, f"{prefix}{key}", value)
+    return out
+
+
+def _flatten_into(out: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, dict):
+        for sub, item in value.items():
+            _flatten_into(out, f"{key}.{sub}", item)
+    else:
+        out[key] = value
+
+
+def changed_keys(running: Settings, new: Settings) -> tuple[str, ...]:
+    """Dotted keys whose values differ, sorted."""
+    old, fresh = flatten(running), flatten(new)
+    return tuple(sorted(k for k in old.keys() | fresh.keys() if old.get(k) != fresh.get(k)))
+
+
+def needs_restart(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The keys among `keys` that a reload cannot apply."""
+    return tuple(
+        key
+        for key in keys
+        if key not in LIVE_EXCEPTIONS
+        and any(key == p or key.startswith(p + ".") for p in RESTART_ONLY)
+    )
+
+
+def prepare(path: Path | None, running: Settings) -> Candidate:
+    """Validate the config at `path` and its model as start-up would; a CoronaError (one line
+    naming the file, key or model) when the reload must be refused."""
+    settings, source = config.read(path)
+    changed = changed_keys(running, settings)
+    restart = needs_restart(changed)
+    if restart:
+        raise ReloadRefusedError(
+            f"{', '.join(restart)} changed: {'it needs' if len(restart) == 1 else 'they need'}"
+            f" `{RESTART_HINT}`; nothing was reloaded"
+        )
+    model = load_model(settings)  # config vs metadata, sha256, trial load in a child
+    spec = runtime_spec(settings, model)
+    windower_for(settings, spec)  # window.hop_s against the model's window (a ConfigError)
+    return Candidate(settings=settings, model=model, source=source, changed=changed)
+
+
+class Validation:
+    """`prepare` on a thread of its own; `done` is set once `candidate` or `error` is."""
+
+    def __init__(self, path: Path | None, running: Settings) -> None:
+        self.candidate: Candidate | None = None
+        self.error: str | None = None
+        self.done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(path, running), name="reload", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, path: Path | None, running: Settings) -> None:
+        try:
+            self.candidate = prepare(path, running)
+        except CoronaError as err:
+            self.error = str(err)
+        except Exception as exc:  # noqa: BLE001 - a bug here must refuse the reload, not kill it
+            self.error = one_line(f"reload failed: {type(exc).__name__}: {exc}")
+        finally:
+            self.done.set()
