@@ -101,9 +101,10 @@ def prepare(path: Path | None, running: Settings) -> Candidate:
     changed = changed_keys(running, settings)
     restart = needs_restart(changed)
     if restart:
+        where = f"{path}: " if path is not None else ""
+        need = "it needs" if len(restart) == 1 else "they need"
         raise ReloadRefusedError(
-            f"{', '.join(restart)} changed: {'it needs' if len(restart) == 1 else 'they need'}"
-            f" `{RESTART_HINT}`; nothing was reloaded"
+            f"{where}{', '.join(restart)} changed: {need} `{RESTART_HINT}`; nothing was reloaded"
         )
     model = load_model(settings)  # config vs metadata, sha256, trial load in a child
     spec = runtime_spec(settings, model)
