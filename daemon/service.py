@@ -266,7 +266,7 @@ class Service:
         self.reload_error = None
         log.info(
             "reloaded",
-            changed=list(candidate.changed),
+            changed=list(reload.changed_keys(old_settings, new)),  # against what ran until now
             old_model=old_model.name,
             old_sha256=old_model.sha256[:12],
             new_model=self.model.name,
