@@ -93,6 +93,19 @@ def load_model(settings: Settings) -> Model:
     return Model.load(path, check_spec=lambda spec: _resolve(settings, spec, path.name), trial=True)
 
 
+def check_model(settings: Settings) -> FeatureSpec:
+    """What `load_model` checks (the trial load included), without creating an interpreter in
+    this process (`Model.check`); the model's FeatureSpec resolved against the config."""
+    path = settings.model.path
+    resolved: list[FeatureSpec] = []
+
+    def check_spec(spec: FeatureSpec) -> None:
+        resolved.append(_resolve(settings, spec, path.name))
+
+    Model.check(path, check_spec=check_spec)
+    return resolved[0]
+
+
 def runtime_spec(settings: Settings, model: Model) -> FeatureSpec:
     """The model's FeatureSpec with the config's line frequency; ConfigError on a contradiction."""
     return _resolve(settings, model.spec, model.path.name)

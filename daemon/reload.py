@@ -5,8 +5,9 @@ exactly as start-up does, and say what would change.
 bytes it parsed), refuses a change to a key that only a restart can apply, then loads the model
 through `daemon.pipeline.load_model`: its metadata against the new config's features, its sha256,
 and the trial load in a child process (`daemon.analyse.model_trial`). Any refusal is one
-`ReloadRefusedError`/`ConfigError`/`ModelError` line; the service then keeps what runs. The switch
-itself happens in the service's worker thread at a window boundary (`daemon.service`).
+`ReloadRefusedError`/`ConfigError`/`ModelError` line; the service then keeps what runs. `Validation`
+runs `prepare` on a thread of its own, so the worker loop never waits for a trial; `load` then
+makes the interpreter in the worker, which switches at a window boundary (`daemon.service`).
 
 Live (applied by a reload): `model.*`, `window.*`, `features.*` (checked against the model),
 `alarm.*`, `baseline.learn_h`/`quantile`, `logging.*`, `mqtt.health_interval_s`.
@@ -15,6 +16,7 @@ Restart only (`RESTART_ONLY`): what an open device, socket, file or connection w
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from daemon import config
 from daemon.analyse.model import Model
 from daemon.config import ConfigSource, Settings
 from daemon.errors import CoronaError, one_line
-from daemon.pipeline import load_model, runtime_spec, windower_for
+from daemon.pipeline import check_model, load_model, windower_for
 
 RESTART_ONLY: Final = (
     "node_id",
@@ -53,10 +55,9 @@ class ReloadRefusedError(CoronaError):
 
 @dataclass(frozen=True)
 class Candidate:
-    """A validated config and model, ready to switch to."""
+    """A validated config whose model passed every check (its interpreter is made by `load`)."""
 
     settings: Settings
-    model: Model
     source: ConfigSource
     changed: tuple[str, ...]
     """Dotted config keys whose value differs from the running config."""
@@ -106,10 +107,17 @@ def prepare(path: Path | None, running: Settings) -> Candidate:
         raise ReloadRefusedError(
             f"{where}{', '.join(restart)} changed: {need} `{RESTART_HINT}`; nothing was reloaded"
         )
-    model = load_model(settings)  # config vs metadata, sha256, trial load in a child
-    spec = runtime_spec(settings, model)
+    spec = check_model(settings)  # config vs metadata, sha256, trial load in a child
     windower_for(settings, spec)  # window.hop_s against the model's window (a ConfigError)
-    return Candidate(settings=settings, model=model, source=source, changed=changed)
+    return Candidate(settings=settings, source=source, changed=changed)
+
+
+def load(candidate: Candidate) -> Model:
+    """The candidate's model, in the thread that will score with it (the worker): the checks
+    `prepare` made run again, the trial's verdict from its cache (`daemon.analyse.model_trial`),
+    so this costs a read, a hash and an interpreter, about a millisecond for a small model. A
+    file replaced since `prepare` is checked (and trial-loaded) afresh: still never unchecked."""
+    return load_model(candidate.settings)
 
 
 class Validation:
@@ -119,8 +127,10 @@ class Validation:
         self.candidate: Candidate | None = None
         self.error: str | None = None
         self.done = threading.Event()
+        # The caller's context: structlog's bound node id (a context variable) goes with it.
+        context = contextvars.copy_context()
         self._thread = threading.Thread(
-            target=self._run, args=(path, running), name="reload", daemon=True
+            target=context.run, args=(self._run, path, running), name="reload", daemon=True
         )
         self._thread.start()
 

@@ -27,6 +27,7 @@ from daemon.config import ConfigSource, Settings
 from daemon.constants import SAMPLE_RATE
 from daemon.deliver.messenger import Messenger
 from daemon.deliver.sinks import ALARM_STATE_KEY, RememberAlarm
+from daemon.errors import CoronaError
 from daemon.listen.capture import Capture
 from daemon.metrics import MetricsExport
 from daemon.pipeline import (
@@ -93,7 +94,7 @@ class Service:
         self._health_connections = 0
         self._reload_requested = threading.Event()
         self._validating: reload.Validation | None = None
-        self._pending: reload.Candidate | None = None
+        self._pending: tuple[reload.Candidate, Model] | None = None
         """A validated config and model waiting for the window in progress to complete."""
         self.reloads = 0
         self.reload_error: str | None = None
@@ -240,7 +241,13 @@ class Service:
             notify.ready(self._status_line())
             return
         candidate = validation.candidate
-        self._pending = candidate  # a later SIGHUP before the boundary replaces it
+        try:
+            model = reload.load(candidate)
+        except CoronaError as err:  # the file changed since it was checked, and fails now
+            validation.error, validation.candidate = str(err), None
+            self._end_validation(validation)
+            return
+        self._pending = (candidate, model)  # a later SIGHUP before the boundary replaces it
         log.info(
             "reload_accepted",
             changed=list(candidate.changed),
@@ -251,12 +258,13 @@ class Service:
         """Make the pending candidate the running config and model (worker thread, between
         windows). The outbox, its seq, the alarm's state and recent labels, the baseline and the
         counters carry over; the caller starts the next pipeline."""
-        candidate, self._pending = self._pending, None
-        if candidate is None:
+        pending, self._pending = self._pending, None
+        if pending is None:
             return
+        candidate, model = pending
         old_settings, old_model = self.settings, self.model
         new = candidate.settings
-        self.settings, self.model, self.source = new, candidate.model, candidate.source
+        self.settings, self.model, self.source = new, model, candidate.source
         if (new.alarm.k, new.alarm.n) != (self.alarm.k, self.alarm.n):
             self.alarm = self.alarm.reconfigured(k=new.alarm.k, n=new.alarm.n)
         self._retarget_baseline()
