@@ -110,6 +110,10 @@ class TestReloaded:
         assert event["changed"] == ["model.path"]
         assert (event["old_sha256"], event["new_sha256"]) == (old_sha[:12], new_sha[:12])
         assert event["config_sha256"] == sha_of(cfg)[:12]
+        # The trial ran on the validation thread, and its line still names the node.
+        trials = daemon.events_named("model_trial")
+        assert [t["model"] for t in trials] == [rig.model_path.name, other_model.name]
+        assert {t.get("node") for t in trials} == {"test-node"}
 
         wait_until(
             lambda: any(model_sha(v) == new_sha for v in verdicts(sub.messages)),
