@@ -9,6 +9,7 @@ typo must not silently fall back to a default).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
 import socket
@@ -16,6 +17,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -273,14 +275,55 @@ class Settings:
         return self.clips.path or self.outbox.path.parent / "clips"
 
 
+@dataclass(frozen=True)
+class ConfigSource:
+    """The identity of the config a process runs on (health reports it, a reload replaces it)."""
+
+    path: Path | None
+    sha256: str | None
+    """Of the bytes that were parsed; None when running on the defaults (no file)."""
+    loaded_at: str
+    """When they were read (ISO-8601 UTC)."""
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "path": None if self.path is None else str(self.path),
+            "sha256": self.sha256,
+            "loaded_at": self.loaded_at,
+        }
+
+
+def read(path: Path | None) -> tuple[Settings, ConfigSource]:
+    """`load`, and the identity of exactly the bytes it parsed (read once: no race with an
+    editor saving the file in between)."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    if path is None:
+        return load(None), ConfigSource(None, None, now)
+    try:
+        content = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file: {err}") from err
+    return parse(content, path), ConfigSource(path, hashlib.sha256(content).hexdigest(), now)
+
+
 def load(path: Path | str | None) -> Settings:
     """Settings from a YAML file (relative paths in it resolve against its folder), or defaults."""
     if path is None:
         return _check_cross_fields(build(Settings, {}, "", base_dir=Path.cwd()))
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+        content = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file: {err}") from err
+    return parse(content, path)
+
+
+def parse(content: bytes, path: Path) -> Settings:
+    """Settings from the bytes of the YAML file at `path` (read once by the caller, so a reload
+    can hash exactly the bytes it validated); ConfigError naming the file and key."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: cannot read the config file: {err}") from err
     try:
         data = yaml.safe_load(text)

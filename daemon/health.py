@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from daemon.analyse.verdict import ModelRef, iso_utc
 from daemon.clock import ClockStatus
+from daemon.config import ConfigSource
 
 if TYPE_CHECKING:
     from daemon.analyse.alarm import Alarm
@@ -81,6 +82,12 @@ class HealthSnapshot:
     """Clips that could not be kept since start (disk full, below clips.min_free_mb, ...)."""
     clips_deleted: int = 0
     """Clips deleted by retention (age, total size, free-disk floor) since start."""
+    config: ConfigSource | None = None
+    """The config the node runs on (its sha256 changes with each accepted reload)."""
+    reloads: int = 0
+    """Reloads (SIGHUP) applied since start."""
+    reload_error: str | None = None
+    """Why the last reload was refused; None after an accepted one (or before any)."""
 
     @property
     def time(self) -> str:
@@ -147,6 +154,11 @@ class HealthSnapshot:
                 "skipped": self.clips_skipped,
                 "deleted": self.clips_deleted,
             },
+            "config": {
+                **(self.config.payload() if self.config is not None else {}),
+                "reloads": self.reloads,
+                "reload_error": self.reload_error,
+            },
         }
 
 
@@ -173,6 +185,9 @@ def collect(
     window_s: float,
     clock: ClockStatus,
     clips: ClipStore | None = None,
+    config: ConfigSource | None = None,
+    reloads: int = 0,
+    reload_error: str | None = None,
 ) -> HealthSnapshot:
     """Read every counter once, now."""
     drainer = messenger.drainer
@@ -218,4 +233,7 @@ def collect(
         clips_kept=clips.kept if clips is not None else 0,
         clips_skipped=clips.skipped if clips is not None else 0,
         clips_deleted=clips.deleted if clips is not None else 0,
+        config=config,
+        reloads=reloads,
+        reload_error=reload_error,
     )

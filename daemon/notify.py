@@ -32,6 +32,9 @@ def notify(**fields: str | int) -> bool:
     target = "\0" + address[1:] if address.startswith("@") else address  # abstract namespace
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # Never wait for the receiver: a manager that stops reading (its queue holds only
+            # net.unix.max_dgram_qlen datagrams, 10 by default) must not stop the worker loop.
+            sock.setblocking(False)
             sock.connect(target)
             sock.sendall(text.encode("utf-8"))
     except OSError as err:
@@ -43,6 +46,16 @@ def notify(**fields: str | int) -> bool:
 def ready(status: str | None = None) -> bool:
     """READY=1: capture and model are up (ends systemd's start-up wait for Type=notify)."""
     return notify(READY=1, STATUS=status) if status else notify(READY=1)
+
+
+def reloading(status: str | None = None) -> bool:
+    """RELOADING=1 with MONOTONIC_USEC= (CLOCK_MONOTONIC, microseconds): a reload has begun;
+    READY=1 (`ready`) ends it. systemd 253+ needs the timestamp to match the notification to
+    the reload it started (Type=notify-reload); older ones, such as 252, ignore the field."""
+    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    if status:
+        return notify(RELOADING=1, MONOTONIC_USEC=usec, STATUS=status)
+    return notify(RELOADING=1, MONOTONIC_USEC=usec)
 
 
 def status(text: str) -> bool:

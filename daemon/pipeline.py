@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,7 +36,7 @@ from daemon.analyse.featurespec import FeatureSpec, resolve
 from daemon.analyse.model import Model
 from daemon.analyse.physics import LineSetting
 from daemon.analyse.verdict import Verdict
-from daemon.config import AlarmSource, Settings
+from daemon.config import AlarmSource, ConfigSource, Settings
 from daemon.constants import SAMPLE_RATE
 from daemon.deliver.sinks import Sink
 from daemon.evidence.keeper import ClipKeeper
@@ -65,13 +65,26 @@ def start_up(config_path: Path | None, *, log_level: str | None = None) -> tuple
     """The one start-up path of every command that runs the model (live, replay, baseline):
     the config, then logging as it says (``log_level`` overrides its level), then the model
     checked against the config. Each step's error is one CoronaError for the CLI."""
-    settings = config.load(config_path)
+    settings, model, _ = start_up_with_source(config_path, log_level=log_level)
+    return settings, model
+
+
+def start_up_with_source(
+    config_path: Path | None, *, log_level: str | None = None
+) -> tuple[Settings, Model, ConfigSource]:
+    """`start_up`, and the identity of the config it read (the live daemon reports it)."""
+    settings, source = config.read(config_path)
+    configure_logging(settings, level=log_level)
+    return settings, load_model(settings), source
+
+
+def configure_logging(settings: Settings, *, level: str | None = None) -> None:
+    """Logging as the config says (at start-up, and again when a reload changes it)."""
     logsetup.configure(
-        level=log_level or settings.logging.level,
+        level=level or settings.logging.level,
         fmt=settings.logging.format,
         node_id=settings.node_id,
     )
-    return settings, load_model(settings)
 
 
 def load_model(settings: Settings) -> Model:
@@ -81,6 +94,19 @@ def load_model(settings: Settings) -> Model:
     crash the runtime is a ModelError, in check-config as in the daemon and replay."""
     path = settings.model.path
     return Model.load(path, check_spec=lambda spec: _resolve(settings, spec, path.name), trial=True)
+
+
+def check_model(settings: Settings) -> FeatureSpec:
+    """What `load_model` checks (the trial load included), without creating an interpreter in
+    this process (`Model.check`); the model's FeatureSpec resolved against the config."""
+    path = settings.model.path
+    resolved: list[FeatureSpec] = []
+
+    def check_spec(spec: FeatureSpec) -> None:
+        resolved.append(_resolve(settings, spec, path.name))
+
+    Model.check(path, check_spec=check_spec)
+    return resolved[0]
 
 
 def runtime_spec(settings: Settings, model: Model) -> FeatureSpec:
@@ -114,6 +140,17 @@ def report_line_hz(settings: Settings, spec: FeatureSpec) -> LineSetting:
 def hop_s(settings: Settings, spec: FeatureSpec) -> float:
     """Seconds between window starts: `window.hop_s`, else back to back."""
     return settings.window.hop_s if settings.window.hop_s is not None else spec.window_s
+
+
+def windower_for(settings: Settings, spec: FeatureSpec) -> Windower:
+    """The windows this config and model cut (ConfigError on an impossible hop)."""
+    return Windower(
+        sample_rate=SAMPLE_RATE,
+        length_s=spec.window_s,
+        hop_s=hop_s(settings, spec),
+        n_fft=spec.n_fft,
+        hop_length=spec.hop_length,
+    )
 
 
 @dataclass(frozen=True)
@@ -245,13 +282,7 @@ class Pipeline:
         self.spec = runtime_spec(settings, model)
         # Physics are reported at the configured line frequency even for a model without them.
         self._line_hz = report_line_hz(settings, self.spec)
-        self._windower = Windower(
-            sample_rate=SAMPLE_RATE,
-            length_s=self.spec.window_s,
-            hop_s=hop_s(settings, self.spec),
-            n_fft=self.spec.n_fft,
-            hop_length=self.spec.hop_length,
-        )
+        self._windower = windower_for(settings, self.spec)
         # Clips keep the window's own samples: the keeper holds one window of them (int16).
         self._clips = (
             None
@@ -269,6 +300,17 @@ class Pipeline:
     @property
     def threshold(self) -> float:
         return self._threshold
+
+    @property
+    def samples_to_boundary(self) -> int:
+        """Samples to feed before the window in progress completes (0: none is in progress).
+        A reload switches models here, so no window is ever scored by two (daemon.service)."""
+        return self._windower.samples_to_boundary
+
+    @property
+    def stream_position(self) -> datetime:
+        """The time of the next sample this pipeline would be fed: where a successor starts."""
+        return self._stream_start + timedelta(seconds=self._windower.received_samples / SAMPLE_RATE)
 
     def feed(self, block: np.ndarray) -> list[Verdict]:
         """Push audio; returns the verdicts (as stored, with their seq) of the windows it

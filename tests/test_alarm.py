@@ -69,3 +69,28 @@ class TestAlarm:
         """k must not exceed n."""
         with pytest.raises(ValueError, match="k <= n"):
             Alarm(k=3, n=2)
+
+
+class TestReconfigured:
+    def test_a_standing_alarm_and_recent_labels_carry_over(self) -> None:
+        """A reload's new k of n keeps the state and the newest n labels: the alarm clears only
+        after n normal windows under the new rule, not at once and not never."""
+        alarm = Alarm(k=1, n=2)
+        assert alarm.update(anomalous=True, usable=True, score=0.9, at="t0") is not None
+        resized = alarm.reconfigured(k=2, n=3)
+        assert (resized.state, resized.k, resized.n) == ("alarm", 2, 3)
+        changes = [
+            resized.update(anomalous=False, usable=True, score=0.1, at=f"t{i}") for i in (1, 2, 3)
+        ]
+        assert [c.state if c else None for c in changes] == [None, None, "clear"]
+
+    def test_a_shorter_n_keeps_only_the_newest_labels(self) -> None:
+        alarm = Alarm(k=3, n=5)
+        for anomalous in (True, True, False, False):
+            alarm.update(anomalous=anomalous, usable=True, score=0.5, at="t")
+        resized = alarm.reconfigured(k=1, n=2)
+        assert resized.state == "clear"
+        # The two newest are normal: one anomalous window raises it (k=1).
+        change = resized.update(anomalous=True, usable=True, score=0.9, at="t")
+        assert change is not None
+        assert change.state == "alarm"

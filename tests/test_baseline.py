@@ -357,3 +357,22 @@ def test_replay_runs_beside_a_daemon_without_learning(model: Path, tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert any(e.get("event") == "baseline_shared" for e in _events(done.stderr))
     assert all(v["baseline"]["windows"] == 0 for v in json_lines(done.stdout))
+
+
+class TestRetarget:
+    """A reload's new learn_h/quantile, applied in memory as `Baseline.load` would apply them."""
+
+    def test_a_learning_baseline_takes_the_new_target_and_a_ready_one_keeps_its_own(
+        self, tmp_path: Path
+    ) -> None:
+        dim = len(novelty.NAMES)
+        learning = Baseline(tmp_path / "a.npz", fingerprint={}, learn_windows=1000, quantile=0.99)
+        learning.retarget(learn_windows=500, quantile=0.9)
+        assert (learning.learn_windows, learning.quantile, learning.state) == (500, 0.9, "learning")
+
+        ready = Baseline(tmp_path / "b.npz", fingerprint={}, learn_windows=1000, quantile=0.99)
+        ready.learn_all(np.random.default_rng(5).normal(size=(400, dim)))
+        assert ready.state == "ready"
+        target = ready.learn_windows
+        ready.retarget(learn_windows=10, quantile=0.5)
+        assert (ready.learn_windows, ready.quantile, ready.state) == (target, 0.99, "ready")

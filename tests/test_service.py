@@ -140,7 +140,17 @@ class TestAlarm:
         schemas.validate("alarm", raised.json())
         assert raised.json()["state"] == "alarm"
         assert (raised.json()["k"], raised.json()["n"]) == (2, 3)
-        anomalous = [v for v in verdicts(sub.messages) if v["label"] == "anomalous"]
+        # The alarm names the verdict that raised it; after a start-up backlog the alarm (the
+        # retained state) may arrive before that verdict does.
+        raising = raised.json()["seq"]
+        wait_until(
+            lambda: raising in {v["seq"] for v in verdicts(sub.messages)},
+            "the verdict that raised the alarm",
+            timeout_s=EVENT_TIMEOUT_S,
+        )
+        anomalous = [
+            v for v in verdicts(sub.messages) if v["label"] == "anomalous" and v["seq"] <= raising
+        ]
         assert len(anomalous) >= 2
         assert raised.json()["since"] == anomalous[1]["window_end"]
         retained = rig.watch("alarm").on(f"{TOPICS}/alarm")

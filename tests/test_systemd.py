@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "corona-monitor.service"
 INSTALL = REPO / "systemd" / "install.sh"
 EXEC_START = "/opt/corona-monitor/venv/bin/corona-monitor"
+EXEC_RELOAD = "/bin/kill -HUP $MAINPID"
+KILL = Path("/bin/kill")
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
 
 MAX_EXPOSURE = 2.0
@@ -55,6 +57,9 @@ def unit_root(tmp_path: Path) -> Path:
     stub.parent.mkdir(parents=True)
     stub.write_text("#!/bin/sh\nexit 0\n")
     stub.chmod(0o755)
+    # ExecReload's kill is checked against the root too (procps ships it on a node).
+    (tmp_path / "bin").mkdir()
+    shutil.copy(KILL, tmp_path / "bin" / KILL.name)
     return tmp_path
 
 
@@ -71,6 +76,16 @@ class TestUnit:
         path.write_text(path.read_text().replace("WatchdogSec=", "WatchdogSecs="))
         result = analyze("verify", f"--root={unit_root}", UNIT.name)
         assert "Unknown key" in result.stdout + result.stderr
+
+    def test_reload_is_kill_hup_not_notify_reload(self, unit_root: Path) -> None:
+        """systemctl reload sends SIGHUP. Type=notify-reload (systemd 253+) is what this
+        systemd (252) cannot load: verify rejects it, which is why the unit keeps Type=notify."""
+        path = unit_root / "etc/systemd/system" / UNIT.name
+        path.write_text(path.read_text().replace("Type=notify\n", "Type=notify-reload\n"))
+        result = analyze("verify", f"--root={unit_root}", UNIT.name)
+        version = analyze("--version").stdout.split()[1]
+        if int(version) < 253:
+            assert "notify-reload" in result.stdout + result.stderr
 
     def test_verify_without_the_binary_fails(self, unit_root: Path) -> None:
         """Without the installed daemon, verify reports the missing ExecStart."""
@@ -101,6 +116,7 @@ class TestUnit:
             "DeviceAllow=char-alsa rw",
             f"Environment=ALSA_CONFIG_PATH={alsa_env.SERVICE_CONFIG}",
             f"ExecStart={EXEC_START} --config /etc/corona-monitor/config.yaml",
+            f"ExecReload={EXEC_RELOAD}",
         ):
             assert re.search(rf"^{re.escape(line)}$", text, re.MULTILINE), line
         assert re.search(r"^WatchdogSec=\d+s$", text, re.MULTILINE)

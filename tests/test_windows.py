@@ -338,3 +338,22 @@ class TestErrors:
         """Out-of-range settings raise ConfigError naming the key."""
         with pytest.raises(ConfigError, match=key):
             Windower(**kwargs)  # type: ignore[arg-type]
+
+
+class TestBoundary:
+    """`samples_to_boundary`: where a reload may switch without cutting a window."""
+
+    def test_back_to_back_windows(self) -> None:
+        windower = Windower(sample_rate=SAMPLE_RATE, length_s=1.0)
+        assert windower.samples_to_boundary == 0  # nothing started yet
+        windower.push(np.zeros(1000, dtype=np.float32))
+        assert windower.samples_to_boundary == SAMPLE_RATE - 1000
+        done = windower.push(np.zeros(SAMPLE_RATE - 1000, dtype=np.float32))
+        assert len(done) == 1
+        assert windower.samples_to_boundary == 0  # exactly at the boundary: the next not begun
+
+    def test_overlapping_windows_name_the_oldest(self) -> None:
+        windower = Windower(sample_rate=SAMPLE_RATE, length_s=1.0, hop_s=0.5)
+        windower.push(np.zeros(SAMPLE_RATE * 3 // 4, dtype=np.float32))
+        # Windows at 0 and 0.5 s have started: the one at 0 ends first.
+        assert windower.samples_to_boundary == SAMPLE_RATE - SAMPLE_RATE * 3 // 4

@@ -72,3 +72,10 @@ class Alarm:
         else:
             return None
         return AlarmChange(self.state, at, self.k, self.n, round(float(score), 6))
+
+    def reconfigured(self, *, k: int, n: int) -> Alarm:
+        """The same alarm under a new k of n (a reload): its state and the most recent n of its
+        window labels carry over, so a standing alarm is neither forgotten nor raised anew."""
+        alarm = Alarm(k=k, n=n, state=self.state)
+        alarm._recent.extend(list(self._recent)[-n:])
+        return alarm

@@ -230,6 +230,16 @@ class Baseline:
             path=str(self.path),
         )
 
+    def retarget(self, *, learn_windows: int, quantile: float) -> None:
+        """New learning terms (a reload) with the same features: as `load` would apply them,
+        in memory (a learning baseline takes the new target, a ready one keeps its own)."""
+        if self.fitted is not None:
+            return
+        self.learn_windows = max(1, learn_windows)
+        self.quantile = quantile
+        if self.windows >= self.learn_windows:
+            self._try_fit()  # the target was lowered below what is learned: finish now
+
     def reset(self) -> None:
         dim = len(novelty.NAMES)
         self._halves = (_Half.empty(dim), _Half.empty(dim))

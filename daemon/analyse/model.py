@@ -199,6 +199,28 @@ class Model:
         model from elsewhere sets it (daemon, replay, check-config, baseline, evaluate).
         """
         tflite_path = Path(path)
+        meta, content = cls._checked(tflite_path, check_spec=check_spec, trial=trial)
+        return cls.from_content(tflite_path, meta, content)
+
+    @classmethod
+    def check(cls, path: str | Path, *, check_spec: Callable[[FeatureSpec], object]) -> None:
+        """Everything `load(..., trial=True)` checks, without an interpreter in this process.
+
+        A reload validates on a thread beside the worker loop; an interpreter made there would
+        redirect fd 2 (`native_stderr_logged`) while the worker logs, catching its lines. The
+        trial's verdict is cached, so the worker's `load` of the same file right after is cheap.
+        """
+        cls._checked(Path(path), check_spec=check_spec, trial=True)
+
+    @classmethod
+    def _checked(
+        cls,
+        tflite_path: Path,
+        *,
+        check_spec: Callable[[FeatureSpec], object] | None,
+        trial: bool,
+    ) -> tuple[ModelMetadata, bytes]:
+        """The metadata and bytes of a model that passed every check `load` makes."""
         json_path = tflite_path.with_suffix(".json")
         try:
             content = tflite_path.read_bytes()
@@ -219,7 +241,7 @@ class Model:
             )
         if trial:
             model_trial.check(tflite_path, content, meta)
-        return cls.from_content(tflite_path, meta, content)
+        return meta, content
 
     @classmethod
     def from_content(cls, path: Path, meta: ModelMetadata, content: bytes) -> Model:

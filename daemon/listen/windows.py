@@ -212,6 +212,14 @@ class Windower:
         """Samples pushed since the start of the stream (or the last `flush`)."""
         return self._received
 
+    @property
+    def samples_to_boundary(self) -> int:
+        """Samples still to push before the oldest started window completes; 0 when none has
+        started (a stream can switch to other settings here without cutting a window)."""
+        if not self._active:
+            return 0
+        return self._active[0].start + self.length_samples - self._received
+
     def push(self, block: npt.ArrayLike) -> list[Window]:
         """Add a block of mono float samples; return the windows it completed, oldest first.
 
