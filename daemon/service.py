@@ -84,6 +84,7 @@ class Service:
             log.warning("clock_overridden", env=clock.TEST_OVERRIDE_ENV, synced=read_clock().synced)
         self.clock = clock.Tracker(read_clock)
         self._stop = threading.Event()
+        self.stop_signal: int | None = None
         # Start-up is timed from the launch (config and model loading included), not from here.
         self._started_monotonic = (
             launched_monotonic if launched_monotonic is not None else time.monotonic()
@@ -102,7 +103,10 @@ class Service:
         self.reload_error: str | None = None
         self._first_block_seen = False
 
-    def stop(self) -> None:
+    def stop(self, signum: int | None = None) -> None:
+        """Ask the loop to end (safe from a signal handler: it logs nothing and only sets a
+        flag; the loop logs the signal)."""
+        self.stop_signal = signum
         self._stop.set()
 
     def request_reload(self) -> None:
@@ -126,6 +130,8 @@ class Service:
             while not self._stop.is_set():
                 self._step()
         finally:
+            if self.stop_signal is not None:
+                log.info("signal", signal=signal.Signals(self.stop_signal).name)
             notify.stopping()
             self.capture.stop()
             self._publish_health()
@@ -369,8 +375,9 @@ def run_live(config_path: Path | None) -> int:
     service = Service(settings, model, launched_monotonic=launched, source=source)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal", signal=signal.Signals(signum).name)
-        service.stop()
+        # No logging here: structlog's write lock is not reentrant, and a signal landing while
+        # the main thread holds it (mid log line) would deadlock the daemon on its way out.
+        service.stop(signum)
 
     def on_hangup(_signum: int, _frame: FrameType | None) -> None:
         # Only a flag: the worker loop reloads between windows (never mid-window, never here).

@@ -67,7 +67,8 @@ def control_room(subscribe: Callable[..., Subscriber]) -> Callable[[Broker], Con
 
 
 def outbox_seq(path: Path) -> int:
-    """The last seq the daemon committed, read from its outbox file (a second SQLite reader)."""
+    """The last seq committed to an outbox file, read once no daemon holds it (a daemon holds
+    its file exclusively while it runs)."""
     if not path.exists():
         return 0
     conn = sqlite3.connect(path, timeout=5.0)
@@ -81,7 +82,8 @@ def outbox_seq(path: Path) -> int:
 
 
 def committed_unsent(path: Path) -> int:
-    """Verdicts committed to a file that never sent any: those stored plus those dropped."""
+    """Verdicts committed to a file that never sent any: those stored plus those dropped (read
+    once no daemon holds the file)."""
     if not path.exists():
         return 0
     conn = sqlite3.connect(path, timeout=5.0)
@@ -130,8 +132,20 @@ def live_config(tmp_path: Path, model: Path, mic: MicEnv, broker: Broker, **extr
         audio={"device": mic.device, **LIVE_AUDIO},
         window={"length_s": LIVE_WINDOW_S},
         mqtt=mqtt_settings(broker),
+        # debug: each committed verdict is a `verdict` log event with its seq, which is how the
+        # tests follow the daemon while it runs (it holds the outbox file exclusively).
+        logging={"level": "debug", "format": "json"},
         **extra,
     )
+
+
+def logged_seqs(daemon: MonitorProcess) -> list[int]:
+    """The seqs of the verdicts the running daemon has committed, from its debug log."""
+    return [int(e["seq"]) for e in daemon.events_named("verdict")]
+
+
+def last_logged_seq(daemon: MonitorProcess) -> int:
+    return max(logged_seqs(daemon), default=0)
 
 
 def mqtt_settings(broker: Broker) -> dict[str, Any]:
@@ -229,13 +243,13 @@ class TestOutageDuringLiveCapture:
             first = min(room.seqs())  # a new outbox starts at the clock, not at 1
             broker.stop()
             outage_started = time.monotonic()
-            stopped_at = outbox_seq(outbox)
+            stopped_at = last_logged_seq(daemon)
             wait_until(
-                lambda: outbox_seq(outbox) > stopped_at + OUTAGE_WINDOWS,
+                lambda: last_logged_seq(daemon) > stopped_at + OUTAGE_WINDOWS,
                 "20 windows",
                 process=daemon,
             )
-            back_at = outbox_seq(outbox)
+            back_at = last_logged_seq(daemon)
             broker.start()
             outage_s = time.monotonic() - outage_started
             wait_until(
@@ -286,7 +300,7 @@ class TestCrashDuringOutage:
         )
         try:
             wait_until(
-                lambda: committed_unsent(outbox) >= OUTAGE_WINDOWS,
+                lambda: len(logged_seqs(first)) >= OUTAGE_WINDOWS,
                 "20 queued verdicts",
                 process=first,
             )
@@ -338,16 +352,15 @@ class TestOutboxFull:
         alsa_mic.write(noisy_clip(3.0, seed=14))
         max_rows = 5
         cfg = live_config(tmp_path, model_path, alsa_mic, broker, outbox={"max_rows": max_rows})
-        outbox = tmp_path / "outbox.sqlite"
         daemon = MonitorProcess(
             ["--config", str(cfg)], env=alsa_mic.env, log_path=tmp_path / "err.log"
         )
         try:
             wait_until(
-                lambda: committed_unsent(outbox) >= OUTAGE_WINDOWS, "20 windows", process=daemon
+                lambda: len(logged_seqs(daemon)) >= OUTAGE_WINDOWS, "20 windows", process=daemon
             )
-            back_at = outbox_seq(outbox)
-            committed = committed_unsent(outbox)
+            back_at = last_logged_seq(daemon)
+            committed = len(logged_seqs(daemon))
             broker.start()
             wait_until(
                 lambda: any(h["outbox_dropped"] >= committed - max_rows for h in room.health()),
