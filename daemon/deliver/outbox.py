@@ -450,21 +450,13 @@ class Outbox:
         rows = [_row(r) for r in self._conn.execute(_SELECT_ALL)]
         try:
             make_private_dir(self.path.parent)
-            if not self.path.exists():
-                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, FILE_MODE))
-            disk = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-        except (OSError, sqlite3.Error):
+            disk, _created = _open_file(self.path)
+        except OSError:
+            return
+        except sqlite3.Error as err:
+            log.info("outbox_disk_still_unusable", path=str(self.path), error=str(err))
             return
         try:
-            disk.execute("PRAGMA locking_mode = EXCLUSIVE")  # see _connect
-            if str(disk.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() != "wal":
-                raise sqlite3.OperationalError("journal_mode WAL refused")
-            disk.execute("PRAGMA synchronous = FULL")
-            disk.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
-            disk.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
-            disk.executescript(_SCHEMA)
             disk.execute("BEGIN IMMEDIATE")
             disk.execute("DELETE FROM messages")  # what the file still held was moved or sent
             _copy_rows(disk, rows, seq=self._seq, dropped=self._dropped, last_id=self._last_id)
@@ -516,33 +508,8 @@ class Outbox:
                 raise self._error("cannot create a new file", again) from again
 
     def _connect(self) -> sqlite3.Connection:
-        created = not self.path.exists()
-        if created:
-            # Created here with 0600 so SQLite (which gives -wal and -shm the database file's
-            # mode) never makes a world-readable file whatever the umask.
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, FILE_MODE))
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+        conn, created = _open_file(self.path)
         try:
-            # Exclusive before WAL: SQLite then keeps the WAL index in heap memory instead of a
-            # shared mmap of -shm. A write to that mapping after the file turned immutable or
-            # read-only killed the daemon with SIGBUS; now it is an SQLite error, and the outbox
-            # goes on in memory. It also makes a second process on the same file (another
-            # daemon, or a replay with the daemon's config) fail with "database is locked"
-            # instead of sharing its rows.
-            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"journal_mode WAL refused (got {mode})")
-            # FULL: in WAL mode each commit fsyncs the WAL, so a verdict that add() returned is
-            # on the card even after a power cut. NORMAL would only lose the last commits, not
-            # corrupt the file, but "committed" would then mean "committed unless the power
-            # goes": at one verdict per 30 s the fsync is free. Acks relax it (see ack).
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
-            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
-            conn.executescript(_SCHEMA)
             if created:
                 # A new file cannot know what seqs this node used before: it was deleted, lost
                 # with its card, or never existed. Starting at the clock keeps a seq from ever
@@ -653,6 +620,42 @@ _INSERT_WITH_ID: Final = (
     "INSERT INTO messages (id, seq, topic, payload, qos, retain, created)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def _open_file(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """Open (or create, 0600) the outbox file with its pragmas and schema; (connection, whether
+    the file was created here). The connection is closed again if any step fails."""
+    created = not path.exists()
+    if created:
+        # Created here with 0600 so SQLite (which gives -wal and -shm the database file's
+        # mode) never makes a world-readable file whatever the umask.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, FILE_MODE))
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    try:
+        # Exclusive before WAL: SQLite then keeps the WAL index in heap memory instead of a
+        # shared mmap of -shm. A write to that mapping after the file turned immutable or
+        # read-only killed the daemon with SIGBUS; now it is an SQLite error, and the outbox
+        # goes on in memory. It also makes a second process on the same file (another daemon,
+        # or a replay with the daemon's config) fail with "database is locked" instead of
+        # sharing its rows.
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"journal_mode WAL refused (got {mode})")
+        # FULL: in WAL mode each commit fsyncs the WAL, so a verdict that add() returned is on
+        # the card even after a power cut. NORMAL would only lose the last commits, not corrupt
+        # the file, but "committed" would then mean "committed unless the power goes": at one
+        # verdict per 30 s the fsync is free. Acks relax it (see ack).
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
+        conn.executescript(_SCHEMA)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, created
 
 
 def _copy_rows(
