@@ -10,12 +10,8 @@ once the server is continued.
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +20,7 @@ import pytest
 
 from tests.daemon_runs import MonitorProcess, write_config
 from tests.fixtures.microphone import PulseSink
+from tests.fixtures.notify_socket import NotifySocket
 
 WATCHDOG_S = 2.0
 """WatchdogSec= as a test systemd would set it: pings every 1 s, a stall stops them after 2 s."""
@@ -32,55 +29,6 @@ STALL_S = 7.0
 SLACK_S = 0.8
 """Scheduling slack on a shared machine for "the pings have stopped by now"."""
 WAIT_S = 20.0
-
-
-class NotifySocket:
-    """A datagram socket standing in for systemd's: records (monotonic time, message) pairs."""
-
-    def __init__(self) -> None:
-        # A short folder: AF_UNIX paths are limited to 108 bytes, pytest's tmp_path can be longer.
-        self.folder = Path(tempfile.mkdtemp(prefix="notify-"))
-        self.path = self.folder / "notify.sock"
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(str(self.path))
-        self.received: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                data = self._sock.recv(4096)
-            except OSError:
-                return  # closed
-            with self._lock:
-                self.received.append((time.monotonic(), data.decode()))
-
-    def times_of(self, field: str) -> list[float]:
-        """Arrival times of the datagrams carrying this KEY=value line."""
-        with self._lock:
-            return [at for at, text in self.received if field in text.splitlines()]
-
-    def wait_for(self, field: str, count: int = 1, after: float = 0.0) -> None:
-        deadline = time.monotonic() + WAIT_S
-        while len([t for t in self.times_of(field) if t > after]) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{count} x {field} not within {WAIT_S} s: {self.received}")
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        self._thread.join(5)
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-@pytest.fixture
-def notify_socket() -> Iterator[NotifySocket]:
-    sock = NotifySocket()
-    yield sock
-    sock.close()
 
 
 @pytest.fixture

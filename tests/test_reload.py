@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import json
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,7 @@ from daemon import schemas
 from tests.daemon_runs import MonitorProcess, noisy_clip, wait_until
 from tests.fixtures.broker import Subscriber
 from tests.fixtures.live_daemon import EVENT_TIMEOUT_S, TOPICS, Rig, verdicts
-from tests.test_reliability_watchdog import NotifySocket
-
-
-@pytest.fixture
-def notify_socket() -> Iterator[NotifySocket]:
-    sock = NotifySocket()
-    yield sock
-    sock.close()
+from tests.fixtures.notify_socket import NotifySocket
 
 
 @pytest.fixture
