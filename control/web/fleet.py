@@ -99,6 +99,7 @@ def node_json(state: NodeState, now: datetime, extra: Mapping[str, Any] | None =
         "clock_ahead": view.clock_ahead(now),
         "health": view.has_health,
         "health_at": state.health_at,
+        "health_age_s": None if state.health_at is None else now.timestamp() - state.health_at,
         "capture": view.capture,
         "outbox_depth": view.outbox_depth,
         "gaps": state.missing,

@@ -50,7 +50,7 @@
     if (n.source === "replay") {
       const where = n.file || "replay";
       const at = typeof n.offset_s === "number" ? "@" + n.offset_s.toFixed(1) + "s" : "";
-      return CC.el("td", { text: where + at, title: "replay: times are positions in the file" });
+      return CC.el("td", { class: "text", text: where + at, title: "replay: times are positions in the file" });
     }
     return CC.el("td", { text: CC.duration(n.age_s), title: CC.utc(n.window_end) });
   }
@@ -64,6 +64,12 @@
     }
     if (a.state === "clear") return CC.el("td", { class: "clear", text: "clear" });
     return CC.el("td", { class: "dim", text: "-" });
+  }
+
+  /** running is well, starting on its way; anything else (fault, silent, ...) wants a look. */
+  function captureClass(n) {
+    if (!n.health) return "dim";
+    return n.capture === "running" || n.capture === "starting" ? null : "warn";
   }
 
   function flags(n) {
@@ -81,13 +87,13 @@
     const num = (value, digits) => CC.el("td", { class: "num", text: CC.fixed(value, digits) });
     return CC.el("tr", { class: classes.join(" "), "data-node": n.node }, [
       CC.el("td", {}, [link]),
-      CC.el("td", { class: n.status === "offline" ? "bad" : null, text: n.status || "-" }),
+      CC.el("td", { class: "text" + (n.status === "offline" ? " bad" : ""), title: n.status, text: n.status || "-" }),
       alarmCell(n),
       CC.el("td", { class: n.verdict === "anomalous" ? "anomalous" : null, text: n.verdict || "-" }),
       num(n.score, 3),
       num(n.mod_db, 1),
       ageCell(n),
-      CC.el("td", { class: n.health ? null : "dim", text: n.health ? n.capture : "no health" }),
+      CC.el("td", { class: captureClass(n), text: n.health ? n.capture : "no health" }),
       CC.el("td", { class: "num", text: n.outbox_depth === null ? "-" : String(n.outbox_depth) }),
       CC.el("td", { class: "num" + (n.gaps > 0 ? " warn" : ""), text: String(n.gaps) }),
       CC.el("td", { class: "flag", text: flags(n) }),

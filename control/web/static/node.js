@@ -41,8 +41,10 @@
 
   // -- the facts at the top -------------------------------------------------------------
 
-  function fact(label, value, cls) {
-    return CC.el("div", { class: cls || null }, [CC.el("dt", { text: label }), CC.el("dd", { text: value, title: value })]);
+  function fact(label, value, cls, detail) {
+    const parts = [CC.el("dt", { text: label }), CC.el("dd", { text: value, title: value })];
+    if (detail) parts.push(CC.el("dd", { class: "detail", text: detail, title: detail }));
+    return CC.el("div", { class: cls || null }, parts);
   }
 
   function ageText(n) {
@@ -53,10 +55,16 @@
     return CC.duration(n.age_s);
   }
 
-  function alarmText(a) {
-    if (a.state === "alarm") return "ALARM since " + a.since + (a.acked_by ? " (acked by " + a.acked_by + ")" : "");
-    if (a.state === "clear") return "clear since " + a.since;
-    return "-";
+  /** A node's ISO-8601 UTC stamp as the page shows times: 2026-11-25 12:00:05Z. */
+  function stamp(text) {
+    return String(text).replace("T", " ").replace(/\.\d+/, "").replace("+00:00", "Z");
+  }
+
+  function alarmDetail(a) {
+    if (!a.state) return null;
+    const since = "since " + stamp(a.since);
+    if (a.state !== "alarm") return since;
+    return since + (a.acked_by ? ", acked by " + a.acked_by : ", not acknowledged");
   }
 
   function renderFacts() {
@@ -66,13 +74,13 @@
     const flags = [n.stale ? "STALE" : null, n.clock_ahead ? "CLOCK?" : null].filter(Boolean).join(", ");
     document.getElementById("facts").replaceChildren(
       fact("status", n.status || "-", n.status === "offline" ? "bad" : null),
-      fact("alarm", alarmText(n.alarm), n.alarm.state === "alarm" ? "in-alarm" : null),
+      fact("alarm", n.alarm.state === "alarm" ? "ALARM" : n.alarm.state || "-", n.alarm.state === "alarm" ? "in-alarm" : null, alarmDetail(n.alarm)),
       fact("verdict", n.verdict || "-"),
       fact("score", CC.fixed(n.score, 3)),
       fact("mod 2f", typeof n.mod_db === "number" ? n.mod_db.toFixed(1) + " dB" + (n.line_hz ? " @" + n.line_hz + " Hz" : "") : "-"),
       fact(n.source === "replay" ? "position" : "age", ageText(n)),
       fact("source", n.source || "-"),
-      fact("capture", n.health ? n.capture : "no health"),
+      fact("capture", n.health ? n.capture : "no health", null, n.health ? "reported " + CC.duration(n.health_age_s) + " ago" : null),
       fact("outbox", n.outbox_depth === null ? "-" : String(n.outbox_depth)),
       fact("missing seqs", String(n.gaps), n.gaps > 0 ? "warn" : null),
       fact("last seq", n.seq === null ? "-" : String(n.seq)),
@@ -358,12 +366,15 @@
 
   function alarmRow(a, readOnly) {
     const raised = a.state === "alarm";
+    // Red is for the node's alarm now; an older raised change is history (still acknowledgeable).
+    const current = node && node.alarm.id === a.id && raised;
     const acked = a.acked_by ? [a.acked_by, CC.el("br"), CC.el("span", { class: "small", text: CC.utc(a.acked_at) })] : ["-"];
     let action = "";
     if (raised && !a.acked_by && !readOnly) action = ackForm(a);
-    return CC.el("tr", { class: raised ? (a.acked_by ? "acked" : "in-alarm") : null, "data-alarm": String(a.id) }, [
-      CC.el("td", { text: a.since }),
-      CC.el("td", { class: raised ? "alarm" : "clear", text: raised ? "ALARM" : "clear" }),
+    const rowClass = current ? (a.acked_by ? "acked" : "in-alarm") : null;
+    return CC.el("tr", { class: rowClass, "data-alarm": String(a.id) }, [
+      CC.el("td", { text: stamp(a.since) }),
+      CC.el("td", { class: raised ? "alarm" : "clear", text: raised ? (current ? "ALARM" : "alarm") : "clear" }),
       CC.el("td", { text: CC.utc(a.received_at) + (a.replayed ? " (replayed)" : "") }),
       CC.el("td", {}, acked),
       CC.el("td", { class: "note", text: a.ack_note || "" }),
@@ -378,6 +389,7 @@
     const readOnly = !me || me.read_only;
     document.getElementById("alarm-rows").replaceChildren(...alarms.map((a) => alarmRow(a, readOnly)));
     document.getElementById("no-alarms").hidden = alarms.length > 0;
+    document.getElementById("alarms").hidden = alarms.length === 0;
     if (focused) {
       const input = document.querySelector('input[data-alarm="' + CSS.escape(focused) + '"]');
       if (input) input.focus();
@@ -400,6 +412,7 @@
       ),
     );
     document.getElementById("no-gaps").hidden = gaps.length > 0;
+    document.getElementById("gaps").hidden = gaps.length === 0;
   }
 
   // -- polling -------------------------------------------------------------------------------
@@ -444,6 +457,7 @@
     window.addEventListener("resize", draw);
     setRange(node.source === "replay" ? "all" : "day");
     await Promise.all([loadAlarms(), loadGaps()]).catch((err) => CC.showError("Cannot update: " + err.message));
+    CC.setText("updated", "updated " + CC.utc(Date.now() / 1000));
     setInterval(refresh, POLL_MS);
   }
 
