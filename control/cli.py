@@ -39,6 +39,7 @@ def cli() -> None:
 
     \b
       corona-control watch [--once]      a live table of every node
+      corona-control user add NAME       a login for the web page
       corona-control COMMAND --help      what each command does
     """
 
@@ -62,6 +63,72 @@ def watch(
 ) -> None:
     """A live table of every node under the prefix (status, verdict, alarm, capture, outbox)."""
     ctx.exit(watch_command(config_path, prefix, once, wait_s))
+
+
+_USER_CONFIG = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="control.yaml naming the database (default: SQLite in the state folder).",
+)
+
+
+def read_password() -> str:
+    """Twice, hidden, from a terminal; else the first line of stdin (for scripts)."""
+    if sys.stdin.isatty():
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    return sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+
+
+@cli.group()
+def user() -> None:
+    """Logins for the web page (users and salted scrypt hashes in the database).
+
+    \b
+      corona-control user add NAME       a new login (password from the terminal or stdin)
+      corona-control user passwd NAME    a new password (ends that user's sessions)
+      corona-control user list           the users
+    """
+
+
+@user.command("add")
+@click.argument("name")
+@_USER_CONFIG
+def user_add(name: str, config_path: Path | None) -> None:
+    """Add the login NAME."""
+    from control.sanitize import terminal_safe
+    from control.web import auth, users
+
+    auth.check_user_name(name)  # before the password is typed, twice, for nothing
+    with users.open_store(config_path) as store:
+        users.add(store, name, read_password())
+    click.echo(f"user {terminal_safe(name, users.NAME_CELLS)} added")
+
+
+@user.command("passwd")
+@click.argument("name")
+@_USER_CONFIG
+def user_passwd(name: str, config_path: Path | None) -> None:
+    """Set a new password for NAME."""
+    from control.sanitize import terminal_safe
+    from control.web import users
+
+    with users.open_store(config_path) as store:
+        users.require(store, name)  # before the password is typed
+        users.passwd(store, name, read_password())
+    click.echo(f"password of {terminal_safe(name, users.NAME_CELLS)} changed")
+
+
+@user.command("list")
+@_USER_CONFIG
+def user_list(config_path: Path | None) -> None:
+    """The users, one a line."""
+    from control.web import users
+
+    with users.open_store(config_path) as store:
+        for name in users.names(store):
+            click.echo(name)
 
 
 def main(argv: list[str] | None = None) -> int:
