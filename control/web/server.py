@@ -16,6 +16,7 @@ import contextlib
 import io
 import socket
 import socketserver
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +49,9 @@ MAX_CONNECTIONS: Final = 64
 """Connections served at once; beyond, a 503 at once. A wall display and a few operators'
 browsers use a handful each."""
 READ_BUFFER_BYTES: Final = 8192
+LINGER_S: Final = 2.0
+LINGER_BYTES: Final = 1024 * 1024
+"""At a close, what is still read from the client at most (see _HttpServer.shutdown_request)."""
 STOP_POLL_S: Final = 0.1
 """How often the accept loop looks for stop(): the longest stop() waits for it."""
 SECURITY_HEADERS: Final = (
@@ -218,10 +222,22 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(b"0\r\n\r\n")
 
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # "GET /": no headers, so none of ours either
+            self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not served")
+            return False
+        return True
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """The base class's answer to a request it cannot parse, as JSON with our headers."""
         del explain
         self.close_connection = True
+        # A request line too broken to name its version still gets a whole HTTP/1.1 answer
+        # (the base class would send HTTP/0.9's bare body, without a status or our headers).
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"
         text = message or HTTPStatus(code).phrase
         self._send(_error(HttpError(code, terminal_safe(text, LOG_PATH_CHARS))))
 
@@ -239,6 +255,21 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _error(err: HttpError) -> Response:
     return Response(err.status, error_body(err.message), JSON_TYPE, list(err.headers))
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read and drop what arrives until the client closes, LINGER_S or LINGER_BYTES."""
+    deadline = time.monotonic() + LINGER_S
+    left = LINGER_BYTES
+    while left > 0:
+        wait = deadline - time.monotonic()
+        if wait <= 0:
+            return
+        sock.settimeout(wait)
+        data = sock.recv(min(left, READ_BUFFER_BYTES))
+        if not data:
+            return
+        left -= len(data)
 
 
 class _HttpServer(ThreadingHTTPServer):
@@ -264,7 +295,7 @@ class _HttpServer(ThreadingHTTPServer):
             log.warning("http_busy", client=client_address[0])
             with contextlib.suppress(OSError):
                 request.sendall(_BUSY)
-            self.shutdown_request(request)
+            self.close_request(request)  # no lingering here: this is the accept loop
             return
         try:
             super().process_request(request, client_address)
@@ -277,6 +308,24 @@ class _HttpServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close after reading what the client still sends (a refused body, a pipelined
+        request): closing with unread data makes the kernel answer with a reset, and a reset
+        can cost the client the answer already sent (a 413 it never sees)."""
+        try:
+            request.shutdown(socket.SHUT_WR)
+            _drain(request)
+        except OSError:
+            pass
+        self.close_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The base class prints a traceback to stderr; a client that went away is no error.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            log.debug("http_client_gone", client=client_address[0])
+            return
+        log.warning("http_connection_failed", client=client_address[0], exc_info=True)
 
 
 class WebServer:
