@@ -154,6 +154,21 @@ class TestFleetPage:
         wait_for(page, lambda d: len(fleet_rows(d)) == 5)
         assert page.execute_script("return window.__same_page") is True
 
+    @pytest.mark.parametrize(
+        "target", ["//evil.example/", "/\t/evil.example/", "https://evil.example/"]
+    )
+    def test_the_login_never_sends_to_another_site(
+        self, page: webdriver.Chrome, web: Web, target: str
+    ) -> None:
+        """?next= is followed only to a page of this site, however it is spelled."""
+        page.get(web.base + "/login?next=" + quote(target, safe=""))
+        page.find_element(By.ID, "user").send_keys(USER)
+        page.find_element(By.ID, "password").send_keys(PASSWORD)
+        page.find_element(By.ID, "submit").click()
+        wait_for(page, lambda d: path_of(d) != "/login")
+        assert urlsplit(page.current_url).netloc == urlsplit(web.base).netloc
+        assert path_of(page) == "/"
+
     def test_a_wrong_password_says_so(self, page: webdriver.Chrome, web: Web) -> None:
         page.get(web.base + "/login")
         page.find_element(By.ID, "user").send_keys(USER)

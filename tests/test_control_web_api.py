@@ -409,6 +409,11 @@ class TestServiceCalls:
         assert reply.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8"
         assert reply.body == web.metrics.encode()
 
+    def test_head_is_get_without_the_body(self, op: Client) -> None:
+        for path in ("/healthz", "/api/nodes", "/api/export.csv"):
+            reply = op.request("HEAD", path)
+            assert (reply.status, reply.body) == (200, b""), path
+
     def test_metrics_through_a_proxy_need_a_login(self, web: Web) -> None:
         """Through a proxy on this machine the peer is loopback, but the client is not."""
         proxied = {"X-Forwarded-For": "10.1.2.3"}

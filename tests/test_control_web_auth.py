@@ -12,6 +12,8 @@ import json
 import pytest
 
 from control.web import auth
+from control.web.exchange import Request
+from control.web.routes import direct_loopback
 from tests.fixtures.control_web import PASSWORD, USER, Clock, Web, WebFactory
 
 PAGES = ["/", "/nodes/tower-0001"]
@@ -123,6 +125,26 @@ class TestCookieAndOrigin:
         self, origin: str | None, referer: str | None, host: str | None, ok: bool
     ) -> None:
         assert auth.same_origin(origin, referer, host) is ok
+
+
+class TestDirectLoopback:
+    @pytest.mark.parametrize(
+        ("client", "headers", "direct"),
+        [
+            ("127.0.0.1", {}, True),
+            ("::1", {}, True),
+            ("::ffff:127.0.0.1", {}, True),
+            ("10.0.0.5", {}, False),
+            ("127.0.0.1", {"x-forwarded-for": "10.0.0.5"}, False),
+            ("127.0.0.1", {"forwarded": "for=10.0.0.5"}, False),
+            ("not an address", {}, False),
+        ],
+    )
+    def test_who_counts_as_this_machine(
+        self, client: str, headers: dict[str, str], direct: bool
+    ) -> None:
+        req = Request("GET", "/metrics", {}, headers, b"", client)
+        assert direct_loopback(req) is direct
 
 
 class TestLoginLimiter:

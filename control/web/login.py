@@ -37,25 +37,19 @@ def login(ctx: Context, req: Request, _args: Args) -> Response:
     fields = params.body_fields(req)
     user = params.text_field(fields, "user", max_chars=auth.USER_MAX_CHARS)
     password = params.text_field(fields, "password", max_chars=auth.PASSWORD_MAX_CHARS)
-    now = ctx.clock()
-    wait = ctx.limiter.retry_after(user, req.client, now)
-    if wait is not None:
-        log.warning("login_limited", user=terminal_safe(user, LOG_CHARS), client=req.client)
-        seconds = max(int(wait) + 1, 1)
-        raise HttpError(
-            HTTPStatus.TOO_MANY_REQUESTS,
-            f"too many failed logins: try again in {seconds} s",
-            [("Retry-After", str(seconds))],
-        )
     if not ctx.password_checks.acquire(timeout=PASSWORD_CHECK_WAIT_S):
         raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, "busy: try again")
     try:
+        # Asked inside the bounded section: guesses sent in parallel cannot all pass the
+        # check before the first failure is counted.
+        _refuse_if_limited(ctx, user, req.client)
         stored = ctx.store.password_hash(user)
         ok = auth.verify_password(password, stored or auth.dummy_hash()) and stored is not None
+        if not ok:
+            ctx.limiter.failed(user, req.client, ctx.clock())
     finally:
         ctx.password_checks.release()
     if not ok:
-        ctx.limiter.failed(user, req.client, ctx.clock())
         log.warning("login_failed", user=terminal_safe(user, LOG_CHARS), client=req.client)
         raise HttpError(HTTPStatus.UNAUTHORIZED, WRONG)
     ctx.limiter.succeeded(user)
@@ -66,6 +60,19 @@ def login(ctx: Context, req: Request, _args: Args) -> Response:
     )
     answer.headers.append(("Set-Cookie", _session_cookie(ctx, token)))
     return answer
+
+
+def _refuse_if_limited(ctx: Context, user: str, client: str) -> None:
+    wait = ctx.limiter.retry_after(user, client, ctx.clock())
+    if wait is None:
+        return
+    log.warning("login_limited", user=terminal_safe(user, LOG_CHARS), client=client)
+    seconds = max(int(wait) + 1, 1)
+    raise HttpError(
+        HTTPStatus.TOO_MANY_REQUESTS,
+        f"too many failed logins: try again in {seconds} s",
+        [("Retry-After", str(seconds))],
+    )
 
 
 def logout(ctx: Context, req: Request, _args: Args) -> Response:

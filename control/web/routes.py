@@ -47,6 +47,8 @@ class Route:
     access: Access = Access.LOGIN
     page: bool = False
     """A page a person opens: without a session, a redirect to the login page, not a 401."""
+    csrf: bool = True
+    """A POST must carry the session's CSRF token (all but the login, which has no session)."""
 
     def match(self, segments: list[str]) -> dict[str, str] | None:
         parts = self.pattern.strip("/").split("/") if self.pattern != "/" else [""]
@@ -67,9 +69,12 @@ class Route:
 def direct_loopback(req: Request) -> bool:
     """Whether the peer is this machine itself and no proxy says it forwards someone else."""
     try:
-        loopback = ipaddress.ip_address(req.client).is_loopback
+        address = ipaddress.ip_address(req.client)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 on a dual-stack socket
+    loopback = address.is_loopback
     return loopback and not any(name in req.headers for name in PROXY_HEADERS)
 
 
@@ -90,7 +95,7 @@ def build_routes(pages: Pages) -> list[Route]:
         Route("GET", "/static/{name}", _static(pages)),
         Route("GET", "/healthz", api.healthz, public),
         Route("GET", "/metrics", api.metrics, metrics),
-        Route("POST", "/login", login.login, public),
+        Route("POST", "/login", login.login, public, csrf=False),
         Route("POST", "/logout", login.logout),
         Route("GET", "/api/me", login.me, public),
         Route("GET", "/api/nodes", api.nodes),
@@ -116,8 +121,10 @@ class Router:
         matches = [(r, args) for r in self.routes if (args := r.match(segments)) is not None]
         if not matches:
             raise HttpError(HTTPStatus.NOT_FOUND, "no such page or API call")
+        # HEAD is GET without the body (the server leaves it out): monitors probe /healthz so.
+        method = "GET" if req.method == "HEAD" else req.method
         for route, args in matches:
-            if route.method == req.method:
+            if route.method == method:
                 return self._call(route, args, self._with_session(req))
         allowed = ", ".join(sorted({r.method for r, _ in matches}))
         raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, f"use {allowed}", [("Allow", allowed)])
@@ -155,7 +162,7 @@ class Router:
         h = req.headers
         if not auth.same_origin(h.get("origin"), h.get("referer"), h.get("host")):
             raise HttpError(HTTPStatus.FORBIDDEN, "cross-site request refused")
-        if route.handler is login.login:
+        if not route.csrf:
             return  # no session yet: the origin check and the password are the guard
         if req.session is None:
             raise HttpError(HTTPStatus.UNAUTHORIZED, "log in first")

@@ -119,6 +119,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._serve()
 
+    def do_HEAD(self) -> None:
+        self._serve()
+
     def _serve(self) -> None:
         started = time.monotonic()
         path, _, query_text = self.path.partition("?")
@@ -205,6 +208,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        if self.command == "HEAD":
+            return
         self._send_chunks(response.body)
 
     def _send_chunks(self, chunks: Iterator[bytes]) -> None:

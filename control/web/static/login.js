@@ -2,11 +2,18 @@
 "use strict";
 
 (() => {
-  /** Where to go after the login: only a path on this site (no //host, no scheme). */
+  /** Where to go after the login: a page of this site only. Resolved as the browser will
+   * resolve it, so "/\t/evil.example" (the tab dropped, a host-relative URL) cannot leave. */
   function nextPath() {
     const next = new URLSearchParams(location.search).get("next");
-    if (next && next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\")) return next;
-    return "/";
+    if (!next || !next.startsWith("/")) return "/";
+    let url;
+    try {
+      url = new URL(next, location.origin);
+    } catch (_err) {
+      return "/";
+    }
+    return url.origin === location.origin ? url.pathname + url.search + url.hash : "/";
   }
 
   async function submit(event) {
