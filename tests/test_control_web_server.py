@@ -14,7 +14,7 @@ from contextlib import closing, contextmanager
 
 import pytest
 
-from control.web import server
+from control.web import handler, server
 from tests.daemon_runs import wait_until
 from tests.fixtures.control_web import HOST, Web, WebFactory
 
@@ -47,8 +47,8 @@ def closed_by_server(sock: socket.socket) -> bool:
 
 @pytest.fixture
 def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server, "REQUEST_DEADLINE_S", SHORT_DEADLINE_S)
-    monkeypatch.setattr(server, "IDLE_TIMEOUT_S", SHORT_IDLE_S)
+    monkeypatch.setattr(handler, "REQUEST_DEADLINE_S", SHORT_DEADLINE_S)
+    monkeypatch.setattr(handler, "IDLE_TIMEOUT_S", SHORT_IDLE_S)
 
 
 class TestSlowClients:
@@ -159,7 +159,7 @@ class TestFloods:
 class TestBodies:
     def test_a_body_over_the_limit_is_413(self, web: Web) -> None:
         """The answer arrives although the body was not read (the server drains, then closes)."""
-        body = json.dumps({"user": "x", "password": "p" * (server.MAX_BODY_BYTES + 100)})
+        body = json.dumps({"user": "x", "password": "p" * (handler.MAX_BODY_BYTES + 100)})
         with connection(web) as sock:
             head = (
                 "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -168,14 +168,14 @@ class TestBodies:
             sock.sendall(head.encode() + body.encode())
             status, headers, reply = answer(sock)
         assert status == 413
-        assert json.loads(reply) == {"error": f"body: at most {server.MAX_BODY_BYTES} bytes"}
+        assert json.loads(reply) == {"error": f"body: at most {handler.MAX_BODY_BYTES} bytes"}
         assert headers["connection"] == "close"
 
     def test_a_body_at_the_limit_is_read(self, web: Web) -> None:
         """16 KiB exactly is read (and then refused as a password, not as a size)."""
-        password = "p" * (server.MAX_BODY_BYTES - len('{"user": "x", "password": ""}'))
+        password = "p" * (handler.MAX_BODY_BYTES - len('{"user": "x", "password": ""}'))
         body = json.dumps({"user": "x", "password": password}).encode()
-        assert len(body) == server.MAX_BODY_BYTES
+        assert len(body) == handler.MAX_BODY_BYTES
         reply = web.client().request("POST", "/login", body, {"Content-Type": "application/json"})
         assert reply.status == 400
         assert reply.error == "password: at most 1024 characters"
