@@ -39,7 +39,6 @@ def cli() -> None:
 
     \b
       corona-control watch [--once]      a live table of every node
-      corona-control user add NAME       a login for the web page
       corona-control COMMAND --help      what each command does
     """
 
@@ -64,6 +63,25 @@ def watch(
     """A live table of every node under the prefix (status, verdict, alarm, capture, outbox)."""
     ctx.exit(watch_command(config_path, prefix, once, wait_s))
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: no traceback ever reaches the user."""
+    try:
+        # In non-standalone mode click returns ctx.exit()'s code instead of calling sys.exit.
+        code = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo(f"{PROG}: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except (CoronaError, OSError) as err:
+        click.echo(f"{PROG}: {err}", err=True)
+        return EXIT_FAILED
+    return code if isinstance(code, int) else EXIT_OK
+
+
+# -- user: logins for the web page (kept together, after main, so merges stay simple) --
 
 _USER_CONFIG = click.option(
     "--config",
@@ -129,23 +147,6 @@ def user_list(config_path: Path | None) -> None:
     with users.open_store(config_path) as store:
         for name in users.names(store):
             click.echo(name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: no traceback ever reaches the user."""
-    try:
-        # In non-standalone mode click returns ctx.exit()'s code instead of calling sys.exit.
-        code = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
-    except click.ClickException as err:
-        err.show()
-        return err.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo(f"{PROG}: interrupted", err=True)
-        return EXIT_INTERRUPTED
-    except (CoronaError, OSError) as err:
-        click.echo(f"{PROG}: {err}", err=True)
-        return EXIT_FAILED
-    return code if isinstance(code, int) else EXIT_OK
 
 
 if __name__ == "__main__":
