@@ -18,6 +18,8 @@ class VerdictIn:
     """Unix seconds of the verdict's window_end (replays: a position in the file, from 1970)."""
     received_at: float
     source: str
+    replayed: bool
+    """Sent late from the node's outbox (its lag is the outage, not the collector's)."""
     label: str
     score: float
     level_dbfs: float
