@@ -14,7 +14,8 @@ RECEIVED = NOW.timestamp() + 1.0
 
 
 def verdict_in(node: str, seq: int, *, end: datetime | None = None, **extra: Any) -> VerdictIn:
-    """The record the collector makes of a verdict with this seq (window_end seq windows on, modulo a million)."""
+    """The record the collector makes of a verdict with this seq; its window ends seq windows
+    after NOW (modulo a million: seqs of a new outbox are about 1.8e15)."""
     moment = end if end is not None else NOW + timedelta(seconds=30 * (seq % 10**6))
     doc = verdict_doc(node, seq, moment, **extra)
     record = to_record(PREFIX, f"{PREFIX}/{node}/verdict", json.dumps(doc).encode(), RECEIVED)
