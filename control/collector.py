@@ -277,21 +277,25 @@ class Collector:
             return True
         except StoreError as err:
             self._database_failed(err)
-        # One at a time: the record the database refuses goes to quarantine.
+        except Exception as err:  # noqa: BLE001 - a driver's own refusal (OverflowError, ...)
+            log.warning("collector_batch_refused", error=f"{type(err).__name__}: {err}")
+        # One at a time: a record the database refuses goes to quarantine.
         for record in records:
             try:
                 self._account([record], self._store.write([record]))
-            except StoreError as err:
-                reason = "database refused"
-                try:
-                    topic = (
-                        f"{self._prefix.rstrip('/')}/{getattr(record, 'node', '?')}/{_kind(record)}"
-                    )
-                    poison = QuarantineIn(topic, reason, _payload(record), self._clock())
-                    self._account([poison], self._store.write([poison]))
-                    log.warning("collector_record_refused", error=str(err))
-                except StoreError:
+            except Exception as err:  # noqa: BLE001 - as above; the quarantine write tells which
+                if not self._quarantine_refused(record, err):
                     return False  # the database is gone, not the record: retry it all later
+        return True
+
+    def _quarantine_refused(self, record: Record, err: Exception) -> bool:
+        topic = f"{self._prefix.rstrip('/')}/{getattr(record, 'node', '?')}/{_kind(record)}"
+        poison = QuarantineIn(topic, "database refused", _payload(record), self._clock())
+        try:
+            self._account([poison], self._store.write([poison]))
+        except StoreError:
+            return False
+        log.warning("collector_record_refused", topic=topic, error=f"{type(err).__name__}: {err}")
         return True
 
     def _database_failed(self, err: StoreError) -> None:

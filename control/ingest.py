@@ -91,14 +91,14 @@ def _checked(node: str, kind: str, payload: bytes, received_at: float) -> Record
         return StatusIn(node, doc.text, received_at)
     if doc.get("node", node) != node:
         raise Skip("node differs from the topic")
+    if not 0 <= doc.get("seq", 0) <= MAX_SEQ:
+        raise Skip("seq out of range")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise Skip("not UTF-8") from None  # JSON over MQTT is UTF-8; others parse but aren't
     if kind == "verdict":
         return _verdict(node, doc, text, received_at)
-    if not 0 <= doc.get("seq", 0) <= MAX_SEQ:
-        raise Skip("seq out of range")
     if kind == "alarm":
         return AlarmIn(
             node=node,
