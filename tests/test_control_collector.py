@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from control.collector import Collector
 from control.config import CollectorSettings, ControlSettings
 from control.store import Store
-from daemon.config import MqttSettings
+from daemon.config import MqttSettings, TlsSettings
 from tests.daemon_runs import wait_until
-from tests.fixtures.broker import Broker
+from tests.fixtures.broker import Broker, TlsFiles
 from tests.watch_messages import NOW, PREFIX, alarm, health, nested, publish_raw, topic, verdict
 
 
@@ -144,3 +148,59 @@ def test_a_shared_subscription_splits_the_fleet_without_duplicates(
     finally:
         for s in stores:
             s.close()
+
+
+def test_the_collector_uses_the_nodes_tls_password_and_acl_rules(
+    broker_factory: Callable[..., Broker], tls_files: TlsFiles, store: Store, tmp_path: Path
+) -> None:
+    """A broker with TLS, passwords and an ACL that lets the room read only: the collector
+    connects with the node's settings section, stores, and is refused with a wrong password."""
+    acl = f"user tower-1\ntopic readwrite {PREFIX}/tower-1/#\nuser control\ntopic read {PREFIX}/#\n"
+    broker = broker_factory(tls=tls_files, users={"tower-1": "t-pw", "control": "c-pw"}, acl=acl)
+    secret = tmp_path / "control.pw"
+    secret.write_text("c-pw\n")
+
+    def settings(password_file: Path) -> ControlSettings:
+        mqtt = MqttSettings(
+            host=broker.host,
+            port=broker.port,
+            prefix=PREFIX,
+            username="control",
+            password_file=password_file,
+            tls=TlsSettings(ca=tls_files.ca),
+        )
+        return ControlSettings(mqtt=mqtt, collector=CollectorSettings(client_id="room-tls"))
+
+    with running(store, settings(secret)):
+        publish_tls(broker, tls_files, "tower-1", "t-pw", verdicts("tower-1", range(1, 4)))
+        wait_until(lambda: stored_seqs(store, "tower-1") == [1, 2, 3], "verdicts over TLS")
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("nope\n")
+    collector = Collector(store, settings(wrong))
+    collector.start()
+    try:
+        wait_until(
+            lambda: "room-tls" in broker.log_text() and "not authorised" in broker.log_text(),
+            "the refusal",
+        )
+        assert not collector.stats.snapshot()["mqtt_connected"]
+    finally:
+        collector.stop()
+
+
+def publish_tls(
+    broker: Broker, tls: TlsFiles, user: str, password: str, messages: list[tuple[str, bytes]]
+) -> None:
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=user)
+    client.username_pw_set(user, password)
+    client.tls_set(ca_certs=str(tls.ca))
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        for name, payload in messages:
+            info = client.publish(name, payload, qos=1)
+            info.wait_for_publish(30)
+            assert info.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()
