@@ -56,9 +56,11 @@ def test_three_replaying_nodes_every_verdict_in_the_database_once(
             printed[node] = replay.lines
         for node in NODES:
             want = [v["seq"] for v in printed[node]]
-            wait_until(
-                lambda n=node, w=want: seqs(serve, n) == w, f"{node}'s verdicts", process=serve
-            )
+
+            def arrived(node: str = node, want: list[int] = want) -> bool:
+                return seqs(serve, node) == want
+
+            wait_until(arrived, f"{node}'s verdicts", process=serve)
         stored = {node: serve.get_json(f"api/nodes/{node}/verdicts?limit=10000") for node in NODES}
         assert stored == printed  # each verdict as published, once, oldest first
         fleet = {n["node"]: n for n in serve.get_json("api/nodes")}
