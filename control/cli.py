@@ -41,6 +41,7 @@ def cli() -> None:
       corona-control serve [--config F]  collect into the database, serve the page and API
       corona-control watch [--once]      a live table of every node
       corona-control migrate             bring the database's schema up to date
+      corona-control labels export DIR   labelled clips as a corona-train data set
       corona-control COMMAND --help      what each command does
     """
 
@@ -117,6 +118,35 @@ def migrate(config_path: Path | None) -> None:
         click.echo(f"{where}: applied {names}; schema {version}")
     else:
         click.echo(f"{where}: schema {version}, up to date")
+
+
+@cli.group()
+def labels() -> None:
+    """The labels engineers gave windows on the node pages."""
+
+
+@labels.command("export")
+@click.argument("dest", type=click.Path(path_type=Path, file_okay=False))
+@_CONFIG_OPTION
+def labels_export(dest: Path, config_path: Path | None) -> None:
+    """Write the labelled windows' clips and manifest.csv into DEST, a corona-train data set."""
+    from control import config
+    from control.labels_export import export_labels
+    from control.store import Store
+
+    store = Store.open(config.load(config_path).database_url(), migrate_schema=False)
+    try:
+        result = export_labels(store, dest)
+    finally:
+        store.close()
+    click.echo(
+        f"{dest}: {result.exported} labelled clip(s) in manifest.csv"
+        + (
+            f"; {result.without_clip} label(s) without a fetched clip"
+            if result.without_clip
+            else ""
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ the batch is retried until it is back: the broker holds the rest.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -31,10 +32,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from control.config import ControlSettings
-from control.ingest import Ignored, to_record
+from control.ingest import Ignored, node_problem, to_record
 from control.store import Store, StoreError
 from control.store.records import QuarantineIn, Record, VerdictIn
 from daemon.deliver.publish import make_client
+from daemon.errors import CoronaError
+from daemon.evidence import names
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +58,10 @@ class Incoming:
     received_at: float
 
 
+class ClipRequestError(CoronaError):
+    """A clip request that cannot be sent (a bad name, no broker); the message says which."""
+
+
 class CollectorStats:
     """Counters for /metrics and /healthz; updated by the writer and paho's threads."""
 
@@ -65,6 +72,7 @@ class CollectorStats:
         self.quarantined: Counter[str] = Counter()
         self.ignored: Counter[str] = Counter()
         self.duplicates = 0
+        self.unrequested = 0
         self.batches = 0
         self.database_errors = 0
         self.database_ok = True
@@ -93,6 +101,7 @@ class CollectorStats:
                 "quarantined": dict(self.quarantined),
                 "ignored": dict(self.ignored),
                 "duplicates": self.duplicates,
+                "unrequested": self.unrequested,
                 "batches": self.batches,
                 "database_errors": self.database_errors,
                 "database_ok": self.database_ok,
@@ -184,6 +193,18 @@ class Collector:
         self._client.disconnect()
         self._client.loop_stop()
         self._writer.join(STOP_TIMEOUT_S)
+
+    def request_clip(self, node: str, name: str, user: str) -> None:
+        """Ask `node` for evidence clip `name` (QoS 1); it arrives on clip/NAME and is stored."""
+        clip = names.parse(name)
+        if node_problem(node) is not None or clip is None or clip.node != names.safe_node(node):
+            raise ClipRequestError(f"not a clip name of this node: {name!r}"[:200])
+        if not self.stats.snapshot()["mqtt_connected"]:
+            raise ClipRequestError("not connected to the broker: try again when it is back")
+        self._store.request_clip(node, clip.name, clip.seq, user=user, at=self._clock())
+        topic = f"{self._prefix.rstrip('/')}/{node}/clip/request"
+        self._client.publish(topic, json.dumps({"id": clip.name}), qos=1)
+        log.info("clip_requested", node=node, clip=clip.name, user=user)
 
     # -- paho's thread ---------------------------------------------------------------------
 
@@ -314,6 +335,7 @@ class Collector:
         with self.stats._lock:
             self.stats.stored.update(result.stored)
             self.stats.duplicates += result.duplicates
+            self.stats.unrequested += result.unrequested
             for r in records:
                 if isinstance(r, QuarantineIn):
                     self.stats.quarantined[r.reason] += 1

@@ -8,6 +8,7 @@ payload must be the UTF-8 text it will be served as.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import unicodedata
@@ -16,10 +17,24 @@ from datetime import datetime
 from typing import Any, Final
 
 from control.messages import Skip, Status, read
-from control.store.records import AlarmIn, HealthIn, QuarantineIn, Record, StatusIn, VerdictIn
+from control.store.records import (
+    AlarmIn,
+    ClipErrorIn,
+    ClipIn,
+    HealthIn,
+    QuarantineIn,
+    Record,
+    StatusIn,
+    VerdictIn,
+)
 from daemon.deliver.publish import KINDS
+from daemon.evidence import names
 
 MAX_NODE_CHARS: Final = 128
+MAX_CLIP_BYTES: Final = 16 * 1024 * 1024
+"""A 30 s clip is 1-2.6 MiB; the node sends at most clips.max_publish_kb (4 MiB by default)."""
+MAX_CLIP_ERROR_BYTES: Final = 4096
+MAX_ERROR_CHARS: Final = 300
 MAX_SEQ: Final = 2**63 - 1
 """The schema only says seq >= 0; both databases store it as a signed 64-bit integer."""
 _STATUS: Final = re.compile(r"[a-z][a-z_-]{0,31}")
@@ -74,12 +89,55 @@ def _to_record(prefix: str, topic: str, payload: bytes, received_at: float) -> R
     if parsed is None:
         return QuarantineIn(topic, "unknown topic", payload, received_at)
     node, kind = parsed
-    if kind not in KINDS:
+    is_clip = kind.startswith("clip/")
+    if kind not in KINDS and not is_clip:
         return Ignored(kind.split("/", 1)[0])
     problem = node_problem(node)
     if problem is not None:
         return QuarantineIn(topic, problem, payload, received_at)
+    if is_clip:
+        return _clip(node, kind.removeprefix("clip/"), topic, payload, received_at)
     return _checked(node, kind, payload, received_at)
+
+
+def _clip(node: str, leaf: str, topic: str, payload: bytes, at: float) -> Record | Ignored:
+    """A node's clip (clip/NAME), its refusal (clip/error), or a request (not ours to store)."""
+    if leaf == "request":
+        return Ignored("clip request")
+    if leaf == "error":
+        return _clip_error(node, payload, at)
+    name = names.parse(leaf)
+    if name is None:
+        return QuarantineIn(topic, "not a clip name", payload, at)
+    problem = (
+        "clip of another node"
+        if name.node != names.safe_node(node)
+        else "clip too large"
+        if len(payload) > MAX_CLIP_BYTES
+        else "not a FLAC clip"
+        if not payload.startswith(b"fLaC")
+        else None
+    )
+    if problem is not None:
+        return QuarantineIn(topic, problem, payload, at)
+    return ClipIn(node, leaf, name.seq, payload, at)
+
+
+def _clip_error(node: str, payload: bytes, at: float) -> ClipErrorIn:
+    if len(payload) > MAX_CLIP_ERROR_BYTES:
+        raise Skip("too large")
+    try:
+        doc = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise Skip("not JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("error"), str):
+        raise Skip("invalid")
+    name = names.parse(doc.get("id"))
+    seq = doc.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+        seq = None
+    error = doc["error"][:MAX_ERROR_CHARS]
+    return ClipErrorIn(node, None if name is None else name.name, seq, error, at)
 
 
 def _checked(node: str, kind: str, payload: bytes, received_at: float) -> Record:

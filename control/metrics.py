@@ -59,6 +59,12 @@ def collector_metrics(stats: CollectorStats, counts: StoreCounts, queued: int) -
             (Sample(float(snap["duplicates"])),),
         ),
         Family(
+            "corona_control_clips_unrequested_total",
+            "counter",
+            "Clips published that nobody asked for (not stored).",
+            (Sample(float(snap["unrequested"])),),
+        ),
+        Family(
             "corona_control_database_errors_total",
             "counter",
             "Batches the database refused (retried; nothing is acknowledged until stored).",

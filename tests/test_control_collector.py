@@ -55,7 +55,7 @@ def test_three_nodes_every_message_stored_once_with_the_gap_reported(
         messages += [
             (topic("t1", "alarm"), alarm("alarm")),
             (topic("t2", "health"), health(depth=4)),
-            (topic("t1", "clip/w1.flac"), b"fLaC\x00binary"),  # a clip: not ours to store
+            (topic("t1", "clip/request"), b'{"id": "x"}'),  # a request: not ours to store
         ]
         publish_raw(broker, messages, retain=False)
         publish_raw(broker, verdicts("t1", range(15, 21)), retain=False)  # sent again
@@ -70,7 +70,7 @@ def test_three_nodes_every_message_stored_once_with_the_gap_reported(
         assert t1.alarm is not None
         assert t1.alarm.state == "alarm"
         snap = collector.stats.snapshot()
-        assert snap["ignored"] == {"clip": 1}
+        assert snap["ignored"] == {"clip request": 1}
         assert snap["quarantined"] == {}
 
 

@@ -6,8 +6,16 @@ import json
 
 import pytest
 
-from control.ingest import MAX_NODE_CHARS, Ignored, to_record
-from control.store.records import AlarmIn, HealthIn, QuarantineIn, StatusIn, VerdictIn
+from control.ingest import MAX_CLIP_BYTES, MAX_NODE_CHARS, Ignored, to_record
+from control.store.records import (
+    AlarmIn,
+    ClipErrorIn,
+    ClipIn,
+    HealthIn,
+    QuarantineIn,
+    StatusIn,
+    VerdictIn,
+)
 from tests.watch_messages import NOW, PREFIX, alarm, health, topic, verdict
 
 
@@ -37,8 +45,35 @@ def test_an_overlong_node_id_is_quarantined() -> None:
 def test_topics_outside_our_layout() -> None:
     assert reason("corona/v1/just-a-node", b"{}") == "unknown topic"
     assert reason("elsewhere/t1/verdict", b"{}") == "unknown topic"
-    assert to_record(PREFIX, topic("t1", "clip/w.flac"), b"fLaC", 0.0) == Ignored("clip")
-    assert to_record(PREFIX, topic("t1", "clip/request"), b"{}", 0.0) == Ignored("clip")
+    assert to_record(PREFIX, topic("t1", "clip/request"), b"{}", 0.0) == Ignored("clip request")
+    assert to_record(PREFIX, topic("t1", "metrics"), b"1", 0.0) == Ignored("metrics")
+
+
+CLIP = "t1_5_20261125T120000000Z_anomalous.flac"
+
+
+def test_clip_answers_are_checked_before_they_are_stored() -> None:
+    record = to_record(PREFIX, topic("t1", f"clip/{CLIP}"), b"fLaC\x00\x00", 0.0)
+    assert isinstance(record, ClipIn)
+    assert (record.name, record.seq) == (CLIP, 5)
+    assert reason(topic("t1", "clip/w.flac"), b"fLaC") == "not a clip name"
+    assert reason(topic("t1", "clip/../../etc/passwd"), b"fLaC") == "not a clip name"
+    assert reason(topic("t2", f"clip/{CLIP}"), b"fLaC") == "clip of another node"
+    assert reason(topic("t1", f"clip/{CLIP}"), b"RIFF....WAVE") == "not a FLAC clip"
+    big = b"fLaC" + bytes(MAX_CLIP_BYTES)
+    assert reason(topic("t1", f"clip/{CLIP}"), big) == "clip too large"
+
+
+def test_a_clip_refusal_names_the_clip_by_id_or_seq() -> None:
+    by_id = json.dumps({"error": "no such clip", "id": CLIP}).encode()
+    assert to_record(PREFIX, topic("t1", "clip/error"), by_id, 0.0) == ClipErrorIn(
+        "t1", CLIP, None, "no such clip", 0.0
+    )
+    long = json.dumps({"error": "x" * 4000, "seq": 5}).encode()
+    refusal = to_record(PREFIX, topic("t1", "clip/error"), long, 0.0)
+    assert isinstance(refusal, ClipErrorIn)
+    assert (refusal.seq, len(refusal.error)) == (5, 300)
+    assert reason(topic("t1", "clip/error"), b"[1]") == "invalid"
 
 
 def test_each_kind_becomes_its_record() -> None:
