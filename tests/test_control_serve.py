@@ -1,6 +1,5 @@
 """`corona-control serve` end to end: real replaying nodes, a real mosquitto, the collector
-process killed and started again, and the API's answers (SQLite here; the store's tests and the
-collector's run on PostgreSQL too)."""
+process killed and started again, and the API's answers; on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -39,9 +38,10 @@ def seqs(serve: ServeProcess, node: str) -> list[int]:
 
 
 def test_three_replaying_nodes_every_verdict_in_the_database_once(
-    tmp_path: Path, broker: Broker, model_path: Path
+    tmp_path: Path, broker: Broker, model_path: Path, store_url: str
 ) -> None:
-    serve = ServeProcess(control_config(tmp_path / "control", broker), tmp_path / "serve.log")
+    config = control_config(tmp_path / "control", broker, database_url=store_url)
+    serve = ServeProcess(config, tmp_path / "serve.log")
     try:
         printed: dict[str, list[dict[str, Any]]] = {}
         for i, node in enumerate(NODES):
@@ -74,9 +74,9 @@ def test_three_replaying_nodes_every_verdict_in_the_database_once(
 
 
 def test_a_killed_collector_loses_nothing_and_a_skipped_seq_is_a_gap(
-    tmp_path: Path, broker: Broker
+    tmp_path: Path, broker: Broker, store_url: str
 ) -> None:
-    config = control_config(tmp_path / "control", broker)
+    config = control_config(tmp_path / "control", broker, database_url=store_url)
     steady = [(topic("k1", "verdict"), verdict("k1", s, NOW)) for s in range(1, 401)]
     holed = [(topic("k2", "verdict"), verdict("k2", s, NOW)) for s in range(1, 41) if s != 17]
     publisher = threading.Thread(
