@@ -366,6 +366,10 @@ class Store:
     def node(self, node: str) -> NodeState | None:
         return next((n for n in self.nodes() if n.node == node), None)
 
+    def has_node(self, node: str) -> bool:
+        """Whether the node ever sent anything (one indexed row: the API's 404 check)."""
+        return bool(self._read("SELECT 1 FROM nodes WHERE node = ?", (node,)))
+
     def _all_gaps(self, node: str | None = None) -> dict[str, list[Gap]]:
         where, params = ("WHERE node = ?", (node,)) if node is not None else ("", ())
         rows = self._read(
