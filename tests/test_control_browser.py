@@ -1,5 +1,5 @@
 """The web page in a real browser (Debian's headless Chromium, tests/fixtures/browser.py) against
-a real WebServer and SQLite store holding a small fleet (tests/control_records.py).
+a real WebServer and SQLite store holding a small fleet (tests/control_fleet.py).
 
 Every page load also collects the page's script errors and CSP violations (a listener added
 through the DevTools protocol before any page script runs): each test ends with none.

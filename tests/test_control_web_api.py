@@ -1,6 +1,6 @@
 """The JSON API of DESIGN.md ("Control room") over real HTTP, on a store holding a small fleet.
 
-The fleet (tests/control_records.py): a quiet live node, one in alarm, a replay (windows in
+The fleet (tests/control_fleet.py): a quiet live node, one in alarm, a replay (windows in
 1970, no health) and a stale offline one with seqs 5-7 missing.
 """
 
