@@ -38,7 +38,10 @@ def cli() -> None:
     """The control room of corona-monitor: what every tower reports.
 
     \b
+      corona-control serve [--config F]  collect into the database, serve the page and API
       corona-control watch [--once]      a live table of every node
+      corona-control migrate             bring the database's schema up to date
+      corona-control labels export DIR   labelled clips as a corona-train data set
       corona-control COMMAND --help      what each command does
     """
 
@@ -62,6 +65,88 @@ def watch(
 ) -> None:
     """A live table of every node under the prefix (status, verdict, alarm, capture, outbox)."""
     ctx.exit(watch_command(config_path, prefix, once, wait_s))
+
+
+_CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="control.yaml (default: SQLite in the state folder, broker on localhost).",
+)
+
+
+@cli.command()
+@_CONFIG_OPTION
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default="auto",
+    show_default=True,
+    help="auto: JSON unless stderr is a terminal.",
+)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
+@click.pass_context
+def serve(ctx: click.Context, config_path: Path | None, log_format: str, log_level: str) -> None:
+    """Collect every node's messages into the database and serve the fleet's page and API."""
+    from control import config
+    from control.serve import run_serve
+    from daemon import log
+
+    log.configure(level=log_level, fmt=log_format)
+    ctx.exit(run_serve(config.load(config_path)))
+
+
+@cli.command()
+@_CONFIG_OPTION
+def migrate(config_path: Path | None) -> None:
+    """Bring the database's schema up to this version (serve also does it when it starts)."""
+    from control import config
+    from control.store import backend
+    from control.store import migrate as migrations
+
+    settings = config.load(config_path)
+    pool = backend.Pool(backend.parse_url(settings.database_url()))
+    try:
+        applied = migrations.migrate(pool)
+        version = migrations.current_version(pool)
+    finally:
+        pool.close()
+    where = pool.backend.display
+    if applied:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
+        click.echo(f"{where}: applied {names}; schema {version}")
+    else:
+        click.echo(f"{where}: schema {version}, up to date")
+
+
+@cli.group()
+def labels() -> None:
+    """The labels engineers gave windows on the node pages."""
+
+
+@labels.command("export")
+@click.argument("dest", type=click.Path(path_type=Path, file_okay=False))
+@_CONFIG_OPTION
+def labels_export(dest: Path, config_path: Path | None) -> None:
+    """Write the labelled windows' clips and manifest.csv into DEST, a corona-train data set."""
+    from control import config
+    from control.labels_export import export_labels
+    from control.store import Store
+
+    store = Store.open(config.load(config_path).database_url(), migrate_schema=False)
+    try:
+        result = export_labels(store, dest)
+    finally:
+        store.close()
+    click.echo(
+        f"{dest}: {result.exported} labelled clip(s) in manifest.csv"
+        + (
+            f"; {result.without_clip} label(s) without a fetched clip"
+            if result.without_clip
+            else ""
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ import yaml
 from daemon.constants import SAMPLE_RATE
 
 MONITOR = [sys.executable, "-m", "daemon.cli"]
+CONTROL = [sys.executable, "-m", "control.cli"]
 WAIT_S: Final = 30.0
 """Upper bound for one wait: runs take a few seconds, the CI machine is shared and may be busy."""
 POLL_S: Final = 0.05
@@ -108,7 +109,8 @@ def wait_until(
 
 
 class MonitorProcess:
-    """One `corona-monitor ARGS` process (`python -m daemon.cli`) left running.
+    """One `corona-monitor ARGS` process (`python -m daemon.cli`) left running, or another of
+    ours given as command (`CONTROL`: corona-control).
 
     stderr, the JSON log, goes to log_path; stdout JSON lines (replay's verdicts) are collected
     on a thread into `lines` as they come, or discarded with collect_stdout=False.
@@ -121,12 +123,13 @@ class MonitorProcess:
         log_path: Path,
         env: dict[str, str] | None = None,
         collect_stdout: bool = True,
+        command: list[str] = MONITOR,
     ) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.lines: list[dict[str, Any]] = []
         self.process = subprocess.Popen(
-            [*MONITOR, *args],
+            [*command, *args],
             env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE if collect_stdout else subprocess.DEVNULL,
             stderr=self._log,

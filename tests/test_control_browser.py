@@ -1,5 +1,5 @@
 """The web page in a real browser (Debian's headless Chromium, tests/fixtures/browser.py) against
-a real WebServer and SQLite store holding a small fleet (tests/control_records.py).
+a real WebServer and SQLite store holding a small fleet (tests/control_fleet.py).
 
 Every page load also collects the page's script errors and CSP violations (a listener added
 through the DevTools protocol before any page script runs): each test ends with none.
@@ -19,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.control_records import Fleet, fill_fleet, status_record, verdict_record
+from tests.control_fleet import Fleet, fill_fleet, status_record, verdict_record
 from tests.fixtures.browser import Screenshot
 from tests.fixtures.control_web import PASSWORD, USER, Web, WebFactory
 from tests.watch_messages import verdict_doc

@@ -1,6 +1,6 @@
 """The JSON API of DESIGN.md ("Control room") over real HTTP, on a store holding a small fleet.
 
-The fleet (tests/control_records.py): a quiet live node, one in alarm, a replay (windows in
+The fleet (tests/control_fleet.py): a quiet live node, one in alarm, a replay (windows in
 1970, no health) and a stale offline one with seqs 5-7 missing.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from control.store import StoreError
 from control.store.records import ExportRow
 from control.web.export_csv import csv_chunks, safe_cell
-from tests.control_records import Fleet, fill_fleet, first_alarm_ack, verdict_record
+from tests.control_fleet import Fleet, fill_fleet, first_alarm_ack, verdict_record
 from tests.fixtures.control_web import USER, Client, Web, WebFactory
 from tests.watch_messages import iso, verdict_doc
 

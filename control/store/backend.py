@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, CoronaError
 from daemon.private_dirs import make_private_dir
 
 BUSY_TIMEOUT_S: Final = 30.0
@@ -27,7 +27,7 @@ POOL_SIZE: Final = 8
 """Connections open at most: the collector's writer, the retention job and the web threads."""
 
 
-class StoreError(Exception):
+class StoreError(CoronaError):
     """The database cannot be opened or used; the message names the database."""
 
 

@@ -18,6 +18,8 @@ class VerdictIn:
     """Unix seconds of the verdict's window_end (replays: a position in the file, from 1970)."""
     received_at: float
     source: str
+    replayed: bool
+    """Sent late from the node's outbox (its lag is the outage, not the collector's)."""
     label: str
     score: float
     level_dbfs: float
@@ -63,7 +65,29 @@ class QuarantineIn:
     received_at: float
 
 
-Record = VerdictIn | AlarmIn | StatusIn | HealthIn | QuarantineIn
+@dataclass(frozen=True)
+class ClipIn:
+    """A node's answer to a clip request: the FLAC bytes of one window."""
+
+    node: str
+    name: str
+    seq: int
+    flac: bytes
+    received_at: float
+
+
+@dataclass(frozen=True)
+class ClipErrorIn:
+    """A node's refusal of a clip request (no such clip, too large, ...)."""
+
+    node: str
+    name: str | None
+    seq: int | None
+    error: str
+    received_at: float
+
+
+Record = VerdictIn | AlarmIn | StatusIn | HealthIn | QuarantineIn | ClipIn | ClipErrorIn
 
 
 @dataclass(frozen=True)
@@ -72,6 +96,8 @@ class WriteResult:
 
     stored: dict[str, int]
     duplicates: int
+    unrequested: int = 0
+    """Clips nobody asked for: not stored."""
 
 
 @dataclass(frozen=True)
@@ -212,3 +238,46 @@ class StoreCounts:
     nodes: int
     quarantined: int
     missing: int
+
+
+@dataclass(frozen=True)
+class ClipState:
+    """Where a clip request stands: stored (with its size), refused by the node, or pending."""
+
+    state: Literal["stored", "refused", "pending"]
+    size: int | None = None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"state": self.state, "size": self.size, "error": self.error}
+
+
+@dataclass(frozen=True)
+class Label:
+    node: str
+    seq: int
+    label: str
+    labelled_by: str
+    labelled_at: float
+    note: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "seq": self.seq,
+            "label": self.label,
+            "labelled_by": self.labelled_by,
+            "labelled_at": self.labelled_at,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class LabelledClip:
+    """A label with its clip's audio and the verdict it judges: one row of a training set."""
+
+    label: Label
+    clip_name: str
+    flac: bytes
+    verdict: str | None
+    """The verdict JSON as published (None when retention already took it)."""

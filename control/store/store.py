@@ -19,9 +19,14 @@ from control.store.backend import Backend, Pool, StoreError, driver_errors, pars
 from control.store.records import (
     Alarm,
     AlarmIn,
+    ClipErrorIn,
+    ClipIn,
+    ClipState,
     ExportRow,
     Gap,
     HealthIn,
+    Label,
+    LabelledClip,
     NodeState,
     QuarantineIn,
     Record,
@@ -103,7 +108,7 @@ class Store:
     def write(self, records: Sequence[Record]) -> WriteResult:
         """Store a batch in one transaction; committed (durably) when this returns."""
         stored: Counter[str] = Counter()
-        duplicates = 0
+        duplicates = unrequested = 0
         # One order for every writer: two collectors on one PostgreSQL lock nodes in the same
         # order, so their batches cannot deadlock.
         ordered = sorted(records, key=_write_order)
@@ -113,22 +118,27 @@ class Store:
                     kind, new = self._write_one(conn, record)
                     if new:
                         stored[kind] += 1
+                    elif kind == "clip":
+                        unrequested += 1
                     else:
                         duplicates += 1
         except driver_errors(self.backend) as err:
             raise StoreError(f"{self.backend.display}: cannot store a batch: {err}") from err
-        return WriteResult(dict(stored), duplicates)
+        return WriteResult(dict(stored), duplicates, unrequested)
 
     def _write_one(self, conn: Any, record: Record) -> tuple[str, bool]:
-        if isinstance(record, VerdictIn):
-            return "verdict", self._write_verdict(conn, record)
-        if isinstance(record, AlarmIn):
-            return "alarm", self._write_alarm(conn, record)
-        if isinstance(record, StatusIn):
-            return "status", self._write_status(conn, record)
-        if isinstance(record, HealthIn):
-            return "health", self._write_health(conn, record)
-        return "quarantine", self._write_quarantine(conn, record)
+        """(kind, whether it was new) for one record, written on conn."""
+        writers: dict[type, tuple[str, Any]] = {
+            VerdictIn: ("verdict", self._write_verdict),
+            AlarmIn: ("alarm", self._write_alarm),
+            StatusIn: ("status", self._write_status),
+            HealthIn: ("health", self._write_health),
+            ClipIn: ("clip", self._write_clip),
+            ClipErrorIn: ("clip_error", self._write_clip_error),
+            QuarantineIn: ("quarantine", self._write_quarantine),
+        }
+        kind, write = writers[type(record)]
+        return kind, bool(write(conn, record))
 
     def _ensure_node(self, conn: Any, node: str, at: float) -> None:
         conn.execute(
@@ -283,6 +293,33 @@ class Store:
             (h.payload, h.received_at, h.node, h.received_at),
         )
         return True
+
+    def _write_clip(self, conn: Any, c: ClipIn) -> bool:
+        """Store a clip that was asked for (False, nothing stored, for any other)."""
+        inserted = conn.execute(
+            self._sql(
+                "INSERT INTO clips (node, name, seq, received_at, size, flac)"
+                " SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM clip_requests"
+                " WHERE node = ? AND name = ?) ON CONFLICT DO NOTHING"
+            ),
+            (c.node, c.name, c.seq, c.received_at, len(c.flac), c.flac, c.node, c.name),
+        ).rowcount
+        return int(inserted) == 1
+
+    def _write_clip_error(self, conn: Any, e: ClipErrorIn) -> bool:
+        # A refusal names the clip by id, or by seq when asked by seq: mark the matching requests.
+        key: str | int
+        if e.name is not None:
+            where, key = "name = ?", e.name
+        elif e.seq is not None:
+            where, key = "seq = ?", e.seq
+        else:
+            return False
+        changed = conn.execute(
+            self._sql(f"UPDATE clip_requests SET error = ? WHERE node = ? AND {where}"),
+            (_storable(e.error), e.node, key),
+        ).rowcount
+        return int(changed) > 0
 
     def _write_quarantine(self, conn: Any, q: QuarantineIn) -> bool:
         conn.execute(
@@ -496,6 +533,69 @@ class Store:
             (limit,),
         )
         return [(r[0], r[1], r[2], int(r[3]), bytes(r[4])) for r in rows]
+
+    # -- clips and labels (the node page) -----------------------------------------------------
+
+    def request_clip(self, node: str, name: str, seq: int, *, user: str, at: float) -> None:
+        """Record that `user` asked `node` for clip `name` (again: the old refusal is cleared)."""
+        self._execute(
+            "INSERT INTO clip_requests (node, name, seq, requested_by, requested_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (node, name) DO UPDATE SET"
+            " requested_by = excluded.requested_by, requested_at = excluded.requested_at,"
+            " error = NULL",
+            (node, name, seq, user, at),
+        )
+
+    def clip_state(self, node: str, name: str) -> ClipState | None:
+        """Stored, refused or pending; None when nobody asked for it."""
+        stored = self._read("SELECT size FROM clips WHERE node = ? AND name = ?", (node, name))
+        if stored:
+            return ClipState("stored", size=int(stored[0][0]))
+        asked = self._read(
+            "SELECT error FROM clip_requests WHERE node = ? AND name = ?", (node, name)
+        )
+        if not asked:
+            return None
+        error = asked[0][0]
+        return ClipState("pending") if error is None else ClipState("refused", error=error)
+
+    def clip(self, node: str, name: str) -> bytes | None:
+        rows = self._read("SELECT flac FROM clips WHERE node = ? AND name = ?", (node, name))
+        return bytes(rows[0][0]) if rows else None
+
+    def set_label(
+        self, node: str, seq: int, label: str, *, user: str, note: str, at: float
+    ) -> Label:
+        """A person's label for a window (replacing an earlier one: the last judgement counts)."""
+        self._execute(
+            "INSERT INTO labels (node, seq, label, labelled_by, labelled_at, note)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node, seq) DO UPDATE SET"
+            " label = excluded.label, labelled_by = excluded.labelled_by,"
+            " labelled_at = excluded.labelled_at, note = excluded.note",
+            (node, seq, label, user, at, note),
+        )
+        return Label(node, seq, label, user, at, note)
+
+    def labels(self, node: str | None = None) -> list[Label]:
+        where, params = (" WHERE node = ?", (node,)) if node is not None else ("", ())
+        rows = self._read(
+            "SELECT node, seq, label, labelled_by, labelled_at, note FROM labels"
+            f"{where} ORDER BY node, seq",
+            params,
+        )
+        return [Label(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    def labelled_clips(self) -> Iterator[LabelledClip]:
+        """Every label whose window's clip is stored, with the verdict it judges."""
+        for label in self.labels():
+            rows = self._read(
+                "SELECT c.name, c.flac, v.payload FROM clips c LEFT JOIN verdicts v"
+                " ON v.node = c.node AND v.seq = c.seq WHERE c.node = ? AND c.seq = ?"
+                " ORDER BY c.name LIMIT 1",
+                (label.node, label.seq),
+            )
+            if rows:
+                yield LabelledClip(label, rows[0][0], bytes(rows[0][1]), rows[0][2])
 
     # -- users and sessions (the page) -------------------------------------------------------
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from daemon.errors import DataError
+from daemon.evidence.names import ClipName
 from daemon.evidence.store import ClipStore, StoredClip, read_tags
 
 LabelFilter = Literal["anomalous", "normal", "all"]
@@ -52,23 +53,32 @@ class ExportResult:
 
 
 def _row(clip: StoredClip, tags: dict[str, Any], file: str, label: str) -> dict[str, Any]:
+    return manifest_row(clip.name, tags, file, label)
+
+
+def manifest_row(
+    name: ClipName, tags: dict[str, Any], file: str, label: str, *, label_by: str | None = None
+) -> dict[str, Any]:
+    """One manifest row: the clip's file and label, and its verdict's fields (`tags`).
+
+    label_by overrides the verdict's (the control room's labels are a person's)."""
     model = tags.get("model")
     if not isinstance(model, dict):
         model = {}
     return {
         "file": file,
         "label": label,
-        "node": tags.get("node", clip.name.node),
-        "seq": clip.name.seq,
+        "node": tags.get("node", name.node),
+        "seq": name.seq,
         "window_start": tags.get("window_start", ""),
         "window_end": tags.get("window_end", ""),
         "score": tags.get("score", ""),
         "threshold": tags.get("threshold", ""),
-        "label_by": tags.get("label_by", ""),
+        "label_by": label_by if label_by is not None else tags.get("label_by", ""),
         "sensor": tags.get("sensor", ""),
         "model_name": model.get("name", ""),
         "model_sha256": model.get("sha256", ""),
-        "kept_as": clip.name.kind,
+        "kept_as": name.kind,
     }
 
 
@@ -122,13 +132,14 @@ def export(
             labelled.append(_row(clip, tags, file, verdict_label))
         else:
             unlabelled.append(_row(clip, tags, file, ""))
-    _write_csv(dest / MANIFEST, labelled)
+    write_manifest(dest / MANIFEST, labelled)
     if unlabelled:
-        _write_csv(dest / UNLABELLED_MANIFEST, unlabelled)
+        write_manifest(dest / UNLABELLED_MANIFEST, unlabelled)
     return ExportResult(len(labelled), len(unlabelled), vanished)
 
 
-def _write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+def write_manifest(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """manifest.csv (COLUMNS) as corona-train's loader reads it."""
     with path.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=COLUMNS)
         writer.writeheader()
