@@ -19,7 +19,7 @@ import pytest
 
 from control.store.records import Record
 from control.web.fleet import LABEL_CELLS
-from tests.control_records import health_doc, health_record, status_record, verdict_record
+from tests.control_fleet import health_doc, health_record, status_record, verdict_record
 from tests.fixtures.control_web import Client, Web
 from tests.watch_messages import verdict_doc
 
