@@ -119,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
         # Writes get the whole idle timeout, whatever the last read left of the deadline.
         self.connection.settimeout(IDLE_TIMEOUT_S)
         response = self._answer(path, query_text, body)
-        self._send(response)
+        # Logged before the answer goes out: ms is the time to answer, not the client's reading.
         log.debug(
             "http_request",
             method=self.command,
@@ -127,6 +127,7 @@ class Handler(BaseHTTPRequestHandler):
             status=int(response.status),
             ms=round((time.monotonic() - started) * 1000, 1),
         )
+        self._send(response)
 
     def _answer(self, path: str, query_text: str, body: bytes) -> Response:
         try:
