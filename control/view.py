@@ -70,18 +70,19 @@ class NodeView:
             return None
         return (now - self.verdict_end).total_seconds()
 
-    def stale(self, now: datetime) -> bool:
-        """No verdict yet, or the last live one is more than two windows old.
+    def stale(self, now: datetime, after_s: float | None = None) -> bool:
+        """No verdict yet, or the last live one is more than two windows (or after_s) old.
 
         A replay is never stale by the wall clock. A node whose clock runs ahead is judged by
         when its verdict arrived, so a far-future window_end cannot keep it fresh forever.
+        after_s is control.yaml's stale_after_s, when set.
         """
         if self.verdict_end is None:
             return True
         if self.replay:
             return False
         # Seconds as floats: a timedelta of a hostile window_s (1e300) would overflow.
-        limit_s = STALE_WINDOWS * self._window_s()
+        limit_s = after_s if after_s is not None else STALE_WINDOWS * self._window_s()
         if self.clock_ahead(now):
             return self.received is None or (now - self.received).total_seconds() > limit_s
         return (now - self.verdict_end).total_seconds() > limit_s

@@ -111,6 +111,16 @@ class TestNodes:
         assert (row["gaps"], row["gap_ranges"], row["new_outbox"]) == (3, 1, 0)
         assert row["capture"] == "fault"
 
+    def test_stale_after_s_from_the_config(self, web_factory: WebFactory) -> None:
+        """control.yaml's stale_after_s replaces the two windows: at 2 h, an hour-old verdict
+        is fresh; at 60 s, a 5 s old one still is."""
+        for after_s, stale in ((7200.0, False), (60.0, True)):
+            web = web_factory(stale_after_s=after_s)
+            fleet = fill_fleet(web.store, datetime.fromtimestamp(web.clock(), UTC))
+            rows = by_node(web.logged_in().get("/api/nodes").json())
+            assert rows[fleet.stale]["stale"] is stale
+            assert rows[fleet.quiet]["stale"] is False
+
     def test_a_clock_far_ahead_does_not_keep_a_node_fresh(self, web: Web, op: Client) -> None:
         """A window_end in 2100 that arrived an hour ago: stale (judged by arrival), CLOCK?."""
         doc = verdict_doc("ahead", 0, datetime(2100, 1, 1, tzinfo=UTC))

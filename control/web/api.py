@@ -58,7 +58,8 @@ def _known_node(ctx: Context, args: Args) -> str:
 
 def nodes(ctx: Context, req: Request, _args: Args) -> Response:
     params.only(req.query, ())
-    return text_json_response(nodes_json(ctx.store.nodes(), _now(ctx)))
+    stale_after_s = ctx.settings.stale_after_s
+    return text_json_response(nodes_json(ctx.store.nodes(), _now(ctx), stale_after_s=stale_after_s))
 
 
 def node(ctx: Context, req: Request, args: Args) -> Response:
@@ -69,7 +70,8 @@ def node(ctx: Context, req: Request, args: Args) -> Response:
         raise HttpError(HTTPStatus.NOT_FOUND, "no such node")
     span = ctx.store.window_span(name)
     extra = {"span": None if span is None else {"first": span[0], "last": span[1]}}
-    return text_json_response(node_json(state, _now(ctx), extra))
+    stale_after_s = ctx.settings.stale_after_s
+    return text_json_response(node_json(state, _now(ctx), extra, stale_after_s=stale_after_s))
 
 
 def verdicts(ctx: Context, req: Request, args: Args) -> Response:

@@ -75,8 +75,15 @@ def view_of(state: NodeState) -> NodeView:
     return view
 
 
-def node_json(state: NodeState, now: datetime, extra: Mapping[str, Any] | None = None) -> str:
-    """One node as a JSON object's text (with `extra` members added)."""
+def node_json(
+    state: NodeState,
+    now: datetime,
+    extra: Mapping[str, Any] | None = None,
+    *,
+    stale_after_s: float | None = None,
+) -> str:
+    """One node as a JSON object's text (with `extra` members added); stale_after_s is
+    control.yaml's (None: two of the node's windows)."""
     view = view_of(state)
     doc = {
         "node": state.node,
@@ -95,7 +102,7 @@ def node_json(state: NodeState, now: datetime, extra: Mapping[str, Any] | None =
         "file": None if view.file is None else PurePosixPath(view.file).name[:FILE_CHARS],
         "offset_s": finite(view.offset_s),
         "age_s": finite(view.age_s(now)),
-        "stale": view.stale(now),
+        "stale": view.stale(now, stale_after_s),
         "clock_ahead": view.clock_ahead(now),
         "health": view.has_health,
         "health_at": state.health_at,
@@ -111,5 +118,8 @@ def node_json(state: NodeState, now: datetime, extra: Mapping[str, Any] | None =
     return with_raw(doc, {"last_verdict": state.last_verdict, "last_health": state.last_health})
 
 
-def nodes_json(states: list[NodeState], now: datetime) -> str:
-    return "[" + ",".join(node_json(s, now) for s in states) + "]"
+def nodes_json(
+    states: list[NodeState], now: datetime, *, stale_after_s: float | None = None
+) -> str:
+    rows = (node_json(s, now, stale_after_s=stale_after_s) for s in states)
+    return "[" + ",".join(rows) + "]"
