@@ -9,6 +9,7 @@ on a utility's LAN. Callers pass the clock, so tests need not wait for a lockout
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -129,17 +130,11 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(candidate, key)
 
 
-_DUMMY_LOCK = threading.Lock()
-_dummy: list[str] = []
-
-
+@functools.cache
 def dummy_hash() -> str:
     """A hash to check unknown user names against, so they take as long as known ones (the
-    time of the answer must not tell which names exist)."""
-    with _DUMMY_LOCK:
-        if not _dummy:
-            _dummy.append(hash_password(secrets.token_urlsafe(TOKEN_BYTES)))
-        return _dummy[0]
+    time of the answer must not tell which names exist). Made once, at the first need."""
+    return hash_password(secrets.token_urlsafe(TOKEN_BYTES))
 
 
 def new_token() -> str:
