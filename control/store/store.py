@@ -339,13 +339,16 @@ class Store:
 
     # -- reading (the API) -------------------------------------------------------------------
 
-    def nodes(self) -> list[NodeState]:
+    def nodes(self, only: str | None = None) -> list[NodeState]:
+        """Every node (or the one named `only`), by name."""
+        where, params = (" WHERE n.node = ?", (only,)) if only is not None else ("", ())
         rows = self._read(
             "SELECT n.node, n.first_seen, n.status, n.status_at, n.last_seq, n.last_verdict,"
             f" n.last_verdict_at, n.last_health, n.health_at, {_ALARM_COLUMNS}"
-            " FROM nodes n LEFT JOIN alarms a ON a.id = n.alarm_id ORDER BY n.node"
+            f" FROM nodes n LEFT JOIN alarms a ON a.id = n.alarm_id{where} ORDER BY n.node",
+            params,
         )
-        gaps = self._all_gaps()
+        gaps = self._all_gaps(only)
         return [
             NodeState(
                 node=r[0],
@@ -364,7 +367,9 @@ class Store:
         ]
 
     def node(self, node: str) -> NodeState | None:
-        return next((n for n in self.nodes() if n.node == node), None)
+        """One node's state: its row and ranges only (the node page polls this)."""
+        found = self.nodes(only=node)
+        return found[0] if found else None
 
     def has_node(self, node: str) -> bool:
         """Whether the node ever sent anything (one indexed row: the API's 404 check)."""
