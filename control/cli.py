@@ -39,6 +39,7 @@ def cli() -> None:
 
     \b
       corona-control serve [--config F]  collect into the database, serve the page and API
+      corona-control user add NAME       a login for the page (password asked twice)
       corona-control watch [--once]      a live table of every node
       corona-control migrate             bring the database's schema up to date
       corona-control labels export DIR   labelled clips as a corona-train data set

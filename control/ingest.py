@@ -190,7 +190,14 @@ def _verdict(node: str, doc: dict[str, Any], text: str, received_at: float) -> V
         hum_db=_number(physics.get("hum_db")),
         crackle_db=_number(physics.get("crackle_db")),
         payload=text,
+        clip=_clip_name(node, doc.get("clip")),
     )
+
+
+def _clip_name(node: str, value: Any) -> str | None:
+    """The verdict's clip when it is a clip name of this node (else the page offers none)."""
+    name = names.parse(value)
+    return name.name if name is not None and name.node == names.safe_node(node) else None
 
 
 def _timestamp(text: str) -> float:

@@ -64,6 +64,7 @@ def run_serve(settings: ControlSettings) -> int:
         settings,
         metrics_text=lambda: collector_metrics(collector.stats, store.counts(), collector.queued),
         health=collector.health,
+        request_clip=collector.request_clip,
     )
     try:
         web.start()

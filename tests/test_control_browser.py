@@ -8,21 +8,30 @@ Screenshots are kept as artefacts.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
 import pytest
+import soundfile as sf
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from control.collector import Collector
+from control.config import CollectorSettings, ControlSettings
+from daemon.config import MqttSettings
+from daemon.constants import SAMPLE_RATE
 from tests.control_fleet import Fleet, fill_fleet, status_record, verdict_record
+from tests.control_records import verdict_in
+from tests.daemon_runs import noisy_clip
+from tests.fixtures.broker import Broker, Subscriber
 from tests.fixtures.browser import Screenshot
 from tests.fixtures.control_web import PASSWORD, USER, Web, WebFactory
-from tests.watch_messages import verdict_doc
+from tests.watch_messages import PREFIX, publish_raw, verdict_doc
 
 WAIT_S: Final = 20.0
 WATCH_ERRORS: Final = """
@@ -304,3 +313,58 @@ class TestReadOnlyDisplay:
         assert page.find_elements(By.CSS_SELECTOR, "form.ack-form") == []
         screenshot("wall")
         assert errors(page) == []
+
+
+class TestEvidence:
+    def test_fetch_a_clip_from_the_node_play_it_and_label_the_window(
+        self,
+        page: webdriver.Chrome,
+        web_factory: WebFactory,
+        broker: Broker,
+        subscribe: Callable[..., Subscriber],
+        screenshot: Screenshot,
+    ) -> None:
+        """Fetch asks the node over MQTT (a real collector); the node's FLAC answer is stored
+        and plays in the page's <audio> (Chromium decodes it: its duration is the clip's); the
+        engineer's label and note are stored as the user's."""
+        collectors: list[Collector] = []
+        # The collector needs the web server's store, so it is made after it: looked up late.
+        web = web_factory(request_clip=lambda *a: collectors[0].request_clip(*a))  # noqa: PLW0108
+        settings = ControlSettings(
+            mqtt=MqttSettings(host=broker.host, port=broker.port, prefix=PREFIX),
+            collector=CollectorSettings(client_id="room-browser"),
+        )
+        collectors.append(Collector(web.store, settings))
+        collectors[0].start()
+        try:
+            node, clip = "tower-e", "tower-e_5_20261125T120000000Z_anomalous.flac"
+            web.store.write([verdict_in(node, 5, label="anomalous", score=0.97, clip=clip)])
+            requests = subscribe(broker, f"{PREFIX}/{node}/clip/request")
+            wait_for(page, lambda _d: collectors[0].stats.snapshot()["mqtt_connected"])
+            log_in(page, web, f"/nodes/{node}")
+            wait_for(page, lambda d: d.find_element(By.CSS_SELECTOR, "[data-fetch]")).click()
+            asked = requests.wait_for(lambda m: m.json() == {"id": clip})
+            assert asked.qos == 1
+            flac = io.BytesIO()
+            sf.write(flac, noisy_clip(1.0, seed=5), SAMPLE_RATE, format="FLAC")
+            publish_raw(broker, [(f"{PREFIX}/{node}/clip/{clip}", flac.getvalue())], retain=False)
+            audio = wait_for(page, lambda d: d.find_element(By.CSS_SELECTOR, "audio[data-clip]"))
+            duration = page.execute_async_script(
+                "const [audio, done] = arguments;"
+                "audio.addEventListener('loadedmetadata', () => done(audio.duration));"
+                "audio.addEventListener('error', () => done(-1)); audio.load();",
+                audio,
+            )
+            assert duration == pytest.approx(1.0, abs=0.01)
+            page.find_element(By.CSS_SELECTOR, 'input[data-note="5"]').send_keys(
+                "a crow, not corona"
+            )
+            page.find_element(By.CSS_SELECTOR, 'button[data-label="normal"][data-seq="5"]').click()
+            wait_for(page, lambda _d: web.store.labels(node) != [])
+            (label,) = web.store.labels(node)
+            assert (label.seq, label.label, label.labelled_by) == (5, "normal", USER)
+            assert label.note == "a crow, not corona"
+            screenshot("labelled")
+            assert errors(page) == []
+        finally:
+            collectors[0].stop()

@@ -28,6 +28,8 @@ class VerdictIn:
     crackle_db: float | None
     payload: str
     """The verdict JSON exactly as published."""
+    clip: str | None = None
+    """The evidence clip the verdict names (a checked clip name), if any."""
 
 
 @dataclass(frozen=True)
@@ -281,3 +283,27 @@ class LabelledClip:
     flac: bytes
     verdict: str | None
     """The verdict JSON as published (None when retention already took it)."""
+
+
+@dataclass(frozen=True)
+class EvidenceWindow:
+    """A window whose verdict names a clip: its verdict, the clip's state here, its label."""
+
+    seq: int
+    window_end: float
+    label: str
+    score: float
+    clip: str
+    clip_state: ClipState | None
+    person: Label | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "window_end": self.window_end,
+            "label": self.label,
+            "score": self.score,
+            "clip": self.clip,
+            "clip_state": None if self.clip_state is None else self.clip_state.as_json(),
+            "person": None if self.person is None else self.person.as_json(),
+        }

@@ -22,6 +22,7 @@ from control.store.records import (
     ClipErrorIn,
     ClipIn,
     ClipState,
+    EvidenceWindow,
     ExportRow,
     Gap,
     HealthIn,
@@ -154,8 +155,8 @@ class Store:
         inserted = conn.execute(
             self._sql(
                 "INSERT INTO verdicts (node, seq, window_end, received_at, source, label, score,"
-                " level_dbfs, mod_db, hum_db, crackle_db, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+                " level_dbfs, mod_db, hum_db, crackle_db, payload, clip)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
             ),
             (
                 v.node,
@@ -170,6 +171,7 @@ class Store:
                 v.hum_db,
                 v.crackle_db,
                 v.payload,
+                v.clip,
             ),
         ).rowcount
         if inserted != 1:
@@ -589,6 +591,32 @@ class Store:
             params,
         )
         return [Label(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    def evidence(self, node: str, limit: int) -> list[EvidenceWindow]:
+        """The node's newest windows that name a clip, with the clip's state and the label."""
+        rows = self._read(
+            "SELECT v.seq, v.window_end, v.label, v.score, v.clip, c.size, r.error,"
+            " r.requested_at, l.label, l.labelled_by, l.labelled_at, l.note FROM verdicts v"
+            " LEFT JOIN clips c ON c.node = v.node AND c.name = v.clip"
+            " LEFT JOIN clip_requests r ON r.node = v.node AND r.name = v.clip"
+            " LEFT JOIN labels l ON l.node = v.node AND l.seq = v.seq"
+            " WHERE v.node = ? AND v.clip IS NOT NULL ORDER BY v.seq DESC LIMIT ?",
+            (node, limit),
+        )
+        out = []
+        for r in rows:
+            state = (
+                ClipState("stored", size=int(r[5]))
+                if r[5] is not None
+                else ClipState("refused", error=r[6])
+                if r[6] is not None
+                else ClipState("pending")
+                if r[7] is not None
+                else None
+            )
+            person = None if r[8] is None else Label(node, r[0], r[8], r[9], r[10], r[11])
+            out.append(EvidenceWindow(r[0], r[1], r[2], r[3], r[4], state, person))
+        return out
 
     def labelled_clips(self) -> Iterator[LabelledClip]:
         """Every label whose window's clip is stored, with the verdict it judges."""

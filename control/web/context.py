@@ -27,6 +27,8 @@ class Context:
     sessions: Sessions
     metrics_text: Callable[[], str]
     health: Callable[[], dict[str, Any]]
+    request_clip: Callable[[str, str, str], None] | None = None
+    """Asks a node for a clip (node, clip name, user): the collector's; None without one."""
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     clock: Callable[[], float] = time.time
     password_checks: threading.BoundedSemaphore = field(

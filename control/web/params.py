@@ -132,6 +132,13 @@ def alarm_id_segment(segment: str) -> int:
     return value
 
 
+def seq_segment(segment: str) -> int:
+    value = _int(segment)
+    if value is None:
+        raise bad("seq", "expected a whole number")
+    return value
+
+
 def body_fields(req: Request) -> dict[str, Any]:
     """The body's fields: a JSON object, or a form (application/x-www-form-urlencoded)."""
     kind = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()

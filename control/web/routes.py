@@ -19,7 +19,7 @@ from http import HTTPStatus
 from typing import Final
 from urllib.parse import quote
 
-from control.web import api, auth, login
+from control.web import api, auth, evidence, login
 from control.web.context import Context
 from control.web.exchange import HttpError, Request, Response
 from control.web.pages import PUBLIC_ASSETS, Pages
@@ -105,6 +105,11 @@ def build_routes(pages: Pages) -> list[Route]:
         Route("GET", "/api/nodes/{node}/health", api.health),
         Route("GET", "/api/nodes/{node}/gaps", api.gaps),
         Route("GET", "/api/nodes/{node}/alarms", api.node_alarms),
+        Route("GET", "/api/nodes/{node}/windows", evidence.windows),
+        Route("POST", "/api/nodes/{node}/clips/{clip}/request", evidence.request_clip),
+        Route("GET", "/api/nodes/{node}/clips/{clip}", evidence.clip_state),
+        Route("GET", "/api/nodes/{node}/clips/{clip}/audio", evidence.clip_audio),
+        Route("POST", "/api/nodes/{node}/verdicts/{seq}/label", evidence.label),
         Route("GET", "/api/alarms", api.alarms),
         Route("POST", "/api/alarms/{alarm}/ack", api.ack),
         Route("GET", "/api/export.csv", api.export),

@@ -129,11 +129,15 @@ class WebServer:
         health: Callable[[], dict[str, Any]],
         address: tuple[str, int] | None = None,
         clock: Callable[[], float] = time.time,
+        request_clip: Callable[[str, str, str], None] | None = None,
     ) -> None:
         """address: where to listen instead of http.listen; port 0 takes a free port (tests).
-        clock: Unix seconds now (sessions, staleness, login limits)."""
+        clock: Unix seconds now (sessions, staleness, login limits).
+        request_clip: the collector's, to ask a node for an evidence clip."""
         sessions = Sessions(store, settings.http.session_hours)
-        self.context = Context(store, settings, sessions, metrics_text, health, clock=clock)
+        self.context = Context(
+            store, settings, sessions, metrics_text, health, request_clip, clock=clock
+        )
         self._router = Router(self.context, Pages(load_assets()))
         self._listen = address
         self._server: _HttpServer | None = None

@@ -33,3 +33,6 @@ CREATE TABLE labels (
     note TEXT NOT NULL,
     PRIMARY KEY (node, seq)
 );
+
+-- The clip a verdict names (its `clip` field), so the node page lists the windows with audio.
+ALTER TABLE verdicts ADD COLUMN clip TEXT;

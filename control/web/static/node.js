@@ -396,6 +396,85 @@
     }
   }
 
+  // -- evidence: clips and labels ---------------------------------------------------------
+
+  let windowsShown = null; // the JSON last drawn: rows are rebuilt only when it changes
+
+  function clipPath(clip, tail) {
+    return CC.apiNode(name, "/clips/" + encodeURIComponent(clip) + (tail || ""));
+  }
+
+  function clipCell(w, readOnly) {
+    const state = w.clip_state ? w.clip_state.state : null;
+    if (state === "stored") {
+      return CC.el("audio", { controls: true, preload: "none", src: clipPath(w.clip, "/audio"), "data-clip": w.clip });
+    }
+    if (state === "pending") return CC.el("span", { class: "dim", text: "asked the node…" });
+    const refused = state === "refused" ? CC.el("span", { class: "warn", text: "refused: " + (w.clip_state.error || "") }) : "";
+    if (readOnly) return CC.el("span", {}, [refused || CC.el("span", { class: "dim", text: "on the node" })]);
+    const button = CC.el("button", { type: "button", text: state === "refused" ? "Ask again" : "Fetch", "data-fetch": w.clip });
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        await CC.api(clipPath(w.clip, "/request"), { method: "POST" });
+        CC.showError(null);
+        await loadWindows();
+      } catch (err) {
+        CC.showError("Clip not requested: " + err.message);
+        button.disabled = false;
+      }
+    });
+    return CC.el("span", {}, [refused, refused ? " " : "", button]);
+  }
+
+  function labelCell(w, readOnly) {
+    const given = w.person ? CC.el("span", { class: w.person.label === "anomalous" ? "alarm" : "clear", text: w.person.label }) : null;
+    const by = w.person ? CC.el("span", { class: "small dim", text: " by " + w.person.labelled_by + (w.person.note ? ": " + w.person.note : "") }) : null;
+    if (readOnly) return CC.el("span", {}, [given || "-", by || ""]);
+    const note = CC.el("input", { type: "text", maxlength: "2000", placeholder: "note", "aria-label": "label note", "data-note": String(w.seq) });
+    const buttons = ["normal", "anomalous"].map((label) => {
+      const button = CC.el("button", { type: "button", text: label, "data-label": label, "data-seq": String(w.seq) });
+      button.addEventListener("click", async () => {
+        try {
+          await CC.api(CC.apiNode(name, "/verdicts/" + encodeURIComponent(String(w.seq)) + "/label"), {
+            method: "POST",
+            body: { label, note: note.value },
+          });
+          CC.showError(null);
+          await loadWindows();
+        } catch (err) {
+          CC.showError("Not labelled: " + err.message);
+        }
+      });
+      return button;
+    });
+    return CC.el("span", { class: "label-cell" }, [given || "", by || "", given ? " " : "", note, ...buttons]);
+  }
+
+  async function loadWindows() {
+    const windows = await CC.api(CC.apiNode(name, "/windows?limit=20"));
+    const text = JSON.stringify(windows);
+    const playing = [...document.querySelectorAll("#window-rows audio")].some((a) => !a.paused);
+    const typing = document.activeElement && document.activeElement.dataset && document.activeElement.dataset.note;
+    if (text === windowsShown || playing || typing) return; // never cut off a clip being heard
+    windowsShown = text;
+    const me = CC.user();
+    const readOnly = !me || me.read_only;
+    document.getElementById("window-rows").replaceChildren(
+      ...windows.map((w) =>
+        CC.el("tr", { "data-seq": String(w.seq) }, [
+          CC.el("td", { text: CC.utc(w.window_end) }),
+          CC.el("td", { class: w.label === "anomalous" ? "alarm" : "clear", text: w.label }),
+          CC.el("td", { class: "num", text: CC.fixed(w.score, 3) }),
+          CC.el("td", {}, [clipCell(w, readOnly)]),
+          CC.el("td", {}, [labelCell(w, readOnly)]),
+        ]),
+      ),
+    );
+    document.getElementById("no-windows").hidden = windows.length > 0;
+    document.getElementById("windows").hidden = windows.length === 0;
+  }
+
   // -- gaps ----------------------------------------------------------------------------------
 
   async function loadGaps() {
@@ -425,7 +504,7 @@
   async function refresh() {
     try {
       await loadNode();
-      await Promise.all([loadSeries(), loadAlarms(), loadGaps()]);
+      await Promise.all([loadSeries(), loadAlarms(), loadGaps(), loadWindows()]);
       CC.setText("updated", "updated " + CC.utc(Date.now() / 1000));
     } catch (err) {
       CC.showError(err.status === 404 ? "No node of that name has published." : "Cannot update: " + err.message);
@@ -456,7 +535,7 @@
     });
     window.addEventListener("resize", draw);
     setRange(node.source === "replay" ? "all" : "day");
-    await Promise.all([loadAlarms(), loadGaps()]).catch((err) => CC.showError("Cannot update: " + err.message));
+    await Promise.all([loadAlarms(), loadGaps(), loadWindows()]).catch((err) => CC.showError("Cannot update: " + err.message));
     CC.setText("updated", "updated " + CC.utc(Date.now() / 1000));
     setInterval(refresh, POLL_MS);
   }
