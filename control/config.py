@@ -71,6 +71,9 @@ class HttpSettings:
     auth: Literal["login", "none"] = "login"
     """login: every page and API call needs a user. none: a read-only wall display, no
     acknowledgements; only when set explicitly."""
+    hosts: tuple[str, ...] = ()
+    """Host names the page may be opened by, besides IP addresses and localhost (with auth:
+    none, any other Host is refused: a DNS-rebinding page cannot read the wall display)."""
     session_hours: float = field(default=12.0, metadata=_range(0.01, 24.0 * 90))
     secure_cookies: bool = False
     """Mark the session cookie Secure: set it when a TLS proxy serves the page."""

@@ -485,6 +485,10 @@ def _convert_one(tp: Any, value: Any, key: str, meta: Mapping[str, Any], base_di
             candidate = Path(value).expanduser()
             return candidate if candidate.is_absolute() else base_dir / candidate
         raise _MismatchError("a file path")
+    if tp == tuple[str, ...]:
+        if isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value):
+            return tuple(value)
+        raise _MismatchError("a list of non-empty strings")
     raise ConfigError(f"{key}: unsupported setting type {tp!r}")  # a bug in this module, not input
 
 

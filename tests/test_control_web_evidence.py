@@ -77,3 +77,25 @@ def test_a_wall_display_labels_and_fetches_nothing(web_factory: WebFactory) -> N
     assert client.get(f"/api/nodes/{NODE}/windows").status == 200
     assert client.post(f"/api/nodes/{NODE}/verdicts/5/label", {"label": "normal"}).status == 403
     assert client.post(f"/api/nodes/{NODE}/clips/{CLIP}/request").status == 403
+
+
+def test_a_wall_display_answers_only_hosts_it_knows(web_factory: WebFactory) -> None:
+    """Without logins, a page on another site that rebinds its own name to this address gets
+    nothing: only IP addresses, localhost and http.hosts are served."""
+    web = web_factory(auth="none", hosts=("wall.example",))
+    client = web.client()
+    for host, status in (
+        (f"127.0.0.1:{web.port}", 200),
+        (f"localhost:{web.port}", 200),
+        (f"[::1]:{web.port}", 200),
+        ("wall.example", 200),
+        ("evil.example", 421),
+        ("127.0.0.1.evil.example", 421),
+        ("", 421),
+    ):
+        assert client.get("/api/nodes", headers={"Host": host}).status == status, host
+
+
+def test_with_logins_any_host_name_may_open_the_page(web_factory: WebFactory) -> None:
+    web = web_factory()  # cookies are per host: a rebinding page has no session there
+    assert web.client().get("/login", headers={"Host": "control.utility.lan"}).status == 200

@@ -12,11 +12,13 @@ import base64
 import functools
 import hashlib
 import hmac
+import ipaddress
 import re
 import secrets
 import threading
 import unicodedata
 from collections import OrderedDict, deque
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
@@ -199,6 +201,29 @@ def cookie_token(header: str | None) -> str | None:
         if sep and name == SESSION_COOKIE and _TOKEN.fullmatch(value):
             return value
     return None
+
+
+def host_allowed(host: str | None, names: Collection[str]) -> bool:
+    """Whether a request's Host is an IP address, localhost, or one of the configured names.
+
+    A page on another site can make a browser send requests to a LAN address under that site's
+    own name (DNS rebinding); naming the host is what it cannot fake.
+    """
+    if not host:
+        return False
+    try:
+        hostname = urlsplit(f"//{host.strip()}").hostname
+    except ValueError:
+        return False
+    if hostname is None:
+        return False
+    if hostname == "localhost" or hostname in {n.lower() for n in names}:
+        return True
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
 
 
 def same_origin(origin: str | None, referer: str | None, host: str | None) -> bool:

@@ -122,6 +122,11 @@ class Router:
         self.routes = build_routes(pages)
 
     def dispatch(self, req: Request) -> Response:
+        if self.ctx.read_only and not auth.host_allowed(
+            req.headers.get("host"), self.ctx.settings.http.hosts
+        ):
+            # Without logins, the Host is the only thing a rebinding page cannot choose.
+            raise HttpError(HTTPStatus.MISDIRECTED_REQUEST, "unknown Host: add it to http.hosts")
         segments = req.path.split("/")[1:]
         matches = [(r, args) for r in self.routes if (args := r.match(segments)) is not None]
         if not matches:
