@@ -1108,7 +1108,7 @@ def _ms(seconds: float) -> str:
 
 
 def _gb(value: float) -> str:
-    return f"{value / 1e9:.2f} GB"
+    return f"{value / 1e9:.2f}GB"
 
 
 def report_lines(results: Sequence[RunResult], plan: Plan) -> list[str]:
@@ -1151,16 +1151,17 @@ def report_lines(results: Sequence[RunResult], plan: Plan) -> list[str]:
         )
     lines.append("")
     lines.append(
-        f"{'':24s} {'verdict B/row':>13s} {'health B/row':>12s} {'per node-year':>13s}"
-        f" {'DB growth/verdict':>17s} {'WAL B/verdict':>13s}"
+        f"{'':24s} {'verdict B/row':>13s} {'health B/row':>12s} {'node-year: verdicts':>19s}"
+        f" {'+ health':>8s} {'= total':>8s} {'DB growth/verdict':>17s} {'WAL B/verdict':>13s}"
     )
     for r in results:
         v_bytes = r.table_bytes.get("verdicts", 0) / max(1, r.stored)
         h_bytes = r.table_bytes.get("health", 0) / max(1, r.health_stored)
         wal = f"{r.wal_bytes_per_verdict:.0f}" if r.wal_bytes_per_verdict is not None else "-"
-        year = _gb(node_year_bytes(v_bytes, h_bytes))
         lines.append(
-            f"{r.label:24s} {v_bytes:13.0f} {h_bytes:12.0f} {year:>13s}"
+            f"{r.label:24s} {v_bytes:13.0f} {h_bytes:12.0f}"
+            f" {_gb(node_year_bytes(v_bytes, 0)):>19s} {_gb(node_year_bytes(0, h_bytes)):>8s}"
+            f" {_gb(node_year_bytes(v_bytes, h_bytes)):>8s}"
             f" {r.db_growth / max(1, r.stored):17.0f} {wal:>13s}"
         )
     lines.append("")
@@ -1196,7 +1197,8 @@ def report_lines(results: Sequence[RunResult], plan: Plan) -> list[str]:
             f" {', '.join(f'{_ms(a or 0)}/{_ms(b or 0)}' for a, b in r.collector_lag)};"
             f" quarantined {r.quarantined}; mean payload verdict {r.verdict_payload:.0f} B,"
             f" health {r.health_payload:.0f} B; publishers behind schedule at the end by"
-            f" {r.publisher_late_s:.2f} s"
+            f" {r.publisher_late_s:.2f} s; rows by received_at: "
+            + ", ".join(f"{name} {rate:.0f}/s" for name, rate in r.ingested_db.items())
         )
     return lines
 
