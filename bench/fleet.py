@@ -707,6 +707,8 @@ class RunResult:
     health_payload: float
     publisher_late_s: float
     split: list[int]
+    held: dict[str, int]
+    """Per phase, the most messages a collector held received and not yet stored."""
 
 
 # -- one run: a broker, collectors and publishers, one database -----------------------------
@@ -828,6 +830,8 @@ class FleetRun:
         self.samples: dict[str, CpuSample] = {}
         self.phases: dict[str, Phase] = {}
         self.lsn: dict[str, int | None] = {}
+        self.held: dict[str, int] = {}
+        """Per phase, the most messages one collector held received and not yet stored."""
 
     def _start_collectors(self, n: int) -> list[Connection]:
         group = SHARE_GROUP if n > 1 else None
@@ -890,8 +894,11 @@ class FleetRun:
         self.samples[name + ".start"] = self.accounting.sample()
         self.lsn[name + ".start"] = self.db.wal_lsn()
         print(f"  {name}: {rate:.0f} verdicts/s for {seconds:.0f} s", flush=True)
+        held = 0
         while (left := start + seconds - time.time()) > 0:
             time.sleep(min(SAMPLE_S, left))
+            held = max(held, *(int(s["queued"]) for s in self._collector_stats()))
+        self.held[name] = held
         self.samples[name + ".end"] = self.accounting.sample()
         self.lsn[name + ".end"] = self.db.wal_lsn()
         self.phases[name] = Phase(name, start, time.time())
@@ -1040,6 +1047,7 @@ class FleetRun:
             health_payload=sum(r.health_bytes for r in reports) / max(1, health_published),
             publisher_late_s=max((r.late_at_end_s for r in reports), default=0.0),
             split=[int(s["stored"].get("verdict", 0)) for s in stats],
+            held=self.held,
         )
 
     def _seq_mismatches(self, reports: list[PublisherReport]) -> int:
@@ -1199,6 +1207,8 @@ def report_lines(results: Sequence[RunResult], plan: Plan) -> list[str]:
             f" health {r.health_payload:.0f} B; publishers behind schedule at the end by"
             f" {r.publisher_late_s:.2f} s; rows by received_at: "
             + ", ".join(f"{name} {rate:.0f}/s" for name, rate in r.ingested_db.items())
+            + "; most held in a collector, received and not yet stored: "
+            + ", ".join(f"{name} {n}" for name, n in r.held.items())
         )
     return lines
 
