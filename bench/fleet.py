@@ -981,8 +981,8 @@ class FleetRun:
         cpu["drain"] = cpu_percent(self.samples["drain.start"], self.samples["drain.end"])
         slope = end_lag = float("nan")
         if "overload" in phases:
-            # The commit lag: with 500 messages in flight to it, a collector receives a message
-            # long before it can store it, so received_at hides the backlog it holds.
+            # The commit lag: a collector receives a message before it can store it (it holds
+            # up to two batches, and the sockets more), so received_at hides part of a backlog.
             ph = phases["overload"]
             sel = (commit_end >= ph.start) & (commit_end < ph.end)
             slope = lag_slope(commit_end[sel], committed[sel] - commit_end[sel])
