@@ -1321,7 +1321,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("\n".join(report_lines(results, plan)))
     print(
         "\noffered = verdicts published per second in the phase; ingested = verdicts committed"
-        " per second in it (the collectors' commit times; the rows' received_at agree);"
+        " per second in it (the collectors' commit times; by the rows' received_at, below, the"
+        " rate runs ahead by what the collector holds);"
         "\nlag = received_at - window_end of the phase's verdicts (from the stored rows),"
         " commit = the batch's commit - window_end (window_end has 1 ms resolution);"
         "\ncatch-up = the rate the backlog was stored at once publishing stopped;"
