@@ -47,6 +47,8 @@ LAG_SAMPLES: Final = 2000
 """Live verdicts whose ingest lag the quantiles are computed over (the most recent)."""
 RECONNECT_MAX_S: Final = 30
 STOP_TIMEOUT_S: Final = 10.0
+HAND_OVER_WAIT_S: Final = 0.2
+"""How long paho's thread waits at a full queue before it looks whether the collector stops."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,10 @@ class Collector:
         self._settings = settings
         self._clock = clock
         self._prefix = settings.mqtt.prefix
-        self._queue: queue.Queue[Incoming] = queue.Queue()
+        # Bounded: mosquitto 2.0.11 honours our Receive Maximum only until the first PUBACK, then
+        # sends everything it holds for the session. A full queue makes paho's thread wait, so a
+        # backlog stays with the broker (TCP holds it back), not in our memory.
+        self._queue: queue.Queue[Incoming] = queue.Queue(maxsize=2 * settings.collector.batch_max)
         self._stopping = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="collector-writer")
         self.stats = CollectorStats()
@@ -234,10 +239,18 @@ class Collector:
             log.warning("collector_disconnected", reason=str(reason))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
-        # Only hand over: storing happens on the writer, so paho's thread never waits on disk.
-        self._queue.put(
-            Incoming(message.topic, bytes(message.payload), message.mid, message.qos, self._clock())
+        # Only hand over: storing happens on the writer, so paho's thread waits on disk only
+        # when two batches are waiting already.
+        incoming = Incoming(
+            message.topic, bytes(message.payload), message.mid, message.qos, self._clock()
         )
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(incoming, timeout=HAND_OVER_WAIT_S)
+                return
+            except queue.Full:
+                continue
+        # Stopping: not stored and not acknowledged, so the broker sends it again.
 
     # -- the writer thread -----------------------------------------------------------------
 
