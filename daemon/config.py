@@ -476,6 +476,13 @@ def _convert_one(tp: Any, value: Any, key: str, meta: Mapping[str, Any], base_di
         if is_number and _within(value, lo, hi):
             return float(value)
         raise _MismatchError(f"a number{span}")
+    if tp in (str, Path, tuple[str, ...]):
+        return _convert_text(tp, value, base_dir)
+    raise ConfigError(f"{key}: unsupported setting type {tp!r}")  # a bug in this module, not input
+
+
+def _convert_text(tp: Any, value: Any, base_dir: Path) -> Any:
+    """A string, a file path (relative to base_dir) or a list of strings (as a tuple)."""
     if tp is str:
         if isinstance(value, str) and value.strip():
             return value
@@ -485,11 +492,9 @@ def _convert_one(tp: Any, value: Any, key: str, meta: Mapping[str, Any], base_di
             candidate = Path(value).expanduser()
             return candidate if candidate.is_absolute() else base_dir / candidate
         raise _MismatchError("a file path")
-    if tp == tuple[str, ...]:
-        if isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value):
-            return tuple(value)
-        raise _MismatchError("a list of non-empty strings")
-    raise ConfigError(f"{key}: unsupported setting type {tp!r}")  # a bug in this module, not input
+    if isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value):
+        return tuple(value)
+    raise _MismatchError("a list of non-empty strings")
 
 
 def _within(value: float, lo: float | None, hi: float | None) -> bool:
