@@ -58,6 +58,8 @@ class Incoming:
     mid: int
     qos: int
     received_at: float
+    connection: int = 0
+    """The connection it came on: its packet id (mid) names it only there."""
 
 
 class ClipRequestError(CoronaError):
@@ -138,6 +140,12 @@ class Collector:
         # backlog stays with the broker (TCP holds it back), not in our memory.
         self._queue: queue.Queue[Incoming] = queue.Queue(maxsize=2 * settings.collector.batch_max)
         self._stopping = threading.Event()
+        # Bumped at every connect and disconnect. What came on an earlier connection is stored
+        # but not acknowledged: the broker sends it again on the new one, and an old packet id
+        # acknowledged there could name another message once the resend's acknowledgement
+        # freed it. The lock makes the check and the acknowledgement one step.
+        self._connection = 0
+        self._ack_lock = threading.Lock()
         self._writer = threading.Thread(target=self._write_loop, name="collector-writer")
         self.stats = CollectorStats()
         self._known_nodes = {n.node for n in store.nodes()}
@@ -219,6 +227,8 @@ class Collector:
         if reason.is_failure:
             log.warning("collector_connect_refused", reason=str(reason))
             return
+        with self._ack_lock:
+            self._connection += 1
         with self.stats._lock:
             self.stats.connected = True
             self.stats.connects += 1
@@ -233,6 +243,8 @@ class Collector:
     def _on_disconnect(
         self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any = None
     ) -> None:
+        with self._ack_lock:
+            self._connection += 1
         with self.stats._lock:
             self.stats.connected = False
         if not self._stopping.is_set():
@@ -242,7 +254,12 @@ class Collector:
         # Only hand over: storing happens on the writer, so paho's thread waits on disk only
         # when two batches are waiting already.
         incoming = Incoming(
-            message.topic, bytes(message.payload), message.mid, message.qos, self._clock()
+            message.topic,
+            bytes(message.payload),
+            message.mid,
+            message.qos,
+            self._clock(),
+            self._connection,
         )
         while not self._stopping.is_set():
             try:
@@ -287,9 +304,10 @@ class Collector:
                     self.stats.received[key] += n
         while not self._stopping.is_set():
             if self._store_all(records):
-                for message in batch:
-                    if message.qos > 0:
-                        self._client.ack(message.mid, message.qos)
+                with self._ack_lock:
+                    for message in batch:
+                        if message.qos > 0 and message.connection == self._connection:
+                            self._client.ack(message.mid, message.qos)
                 return
             self._stopping.wait(RETRY_S)
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import pytest
 
 from control.collector import Collector
 from control.config import CollectorSettings, ControlSettings
@@ -105,4 +108,78 @@ def test_a_collector_with_a_full_queue_stops_promptly(broker: Broker, store_url:
     assert time.monotonic() - started < 5.0
     stored: Any = collector.stats.snapshot()["stored"].get("verdict", 0)
     assert stored < MESSAGES  # stopped in the middle: the rest stays with the broker
+    store.close()
+
+
+def test_after_a_reconnect_only_what_came_on_the_new_connection_is_acknowledged(
+    broker_factory: Callable[..., Broker], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages still held from the last connection are stored but not acknowledged: the broker
+    sends them again on the new one, where the same packet id may be given to another message
+    once the first acknowledgement freed it (which would acknowledge that one unstored). A full
+    queue makes this likely: paho's thread then waits, sends no keepalive while the database is
+    away, and the broker drops the connection."""
+    broker = broker_factory(persistent=True)
+    gate = threading.Event()
+
+    class GatedStore(Store):
+        def write(self, records: Sequence[Record]) -> WriteResult:
+            gate.wait(30)
+            return super().write(records)
+
+    store = GatedStore.open(store_url)
+    collector = Collector(store, settings_for(broker))
+    client = collector._client
+    connection = [0]
+    delivered: Counter[tuple[int, int]] = Counter()
+    acked: Counter[tuple[int, int]] = Counter()
+    on_connect, on_message, ack = client.on_connect, client.on_message, client.ack
+    assert on_connect is not None
+    assert on_message is not None
+
+    def spy_connect(*args: Any) -> None:
+        connection[0] += 1
+        on_connect(*args)
+
+    def spy_message(c: Any, userdata: Any, message: Any) -> None:
+        delivered[(connection[0], message.mid)] += 1
+        on_message(c, userdata, message)
+
+    def spy_ack(mid: int, qos: int) -> Any:
+        acked[(connection[0], mid)] += 1
+        return ack(mid, qos)
+
+    client.on_connect = spy_connect
+    client.on_message = spy_message
+    monkeypatch.setattr(client, "ack", spy_ack)
+    collector.start()
+    try:
+        wait_until(lambda: connection[0] == 1, "the first CONNACK")
+        publish_raw(
+            broker,
+            [(topic("t1", "verdict"), verdict("t1", s, NOW)) for s in range(1, 31)],
+            retain=False,
+        )
+        # The writer waits at the gate with the first batch; the rest of a Receive Maximum
+        # (BATCH) waits in the queue, unacknowledged.
+        wait_until(lambda: sum(delivered.values()) >= BATCH, "a window's worth delivered")
+        broker.stop()
+        broker.start()
+        wait_until(lambda: connection[0] == 2, "the collector back", timeout_s=30)
+        wait_until(
+            lambda: sum(n for (c, _), n in delivered.items() if c == 2) >= BATCH,
+            "the unacknowledged ones sent again",
+        )
+        gate.set()
+        wait_until(
+            lambda: sum(n for (c, _), n in acked.items() if c == 2) >= 30, "30 acknowledgements"
+        )
+        time.sleep(0.5)  # any further (wrong) acknowledgement would come now
+    finally:
+        gate.set()
+        collector.stop()
+    assert len(store.verdicts("t1", None, None, 100)) == 30
+    assert store.gaps("t1") == []
+    over = {key: n for key, n in acked.items() if n > delivered[key]}
+    assert over == {}, "acknowledged more often than delivered on that connection"
     store.close()
