@@ -34,6 +34,13 @@ SECURITY_HEADERS = {
 
 
 @pytest.fixture
+def web(web_factory: WebFactory, store_url: str) -> Web:
+    """The shared fixture's server, on each database (sqlite, postgresql): every read the API
+    makes is SQL the two must answer alike."""
+    return web_factory(database_url=store_url)
+
+
+@pytest.fixture
 def fleet(web: Web) -> Fleet:
     return fill_fleet(web.store, datetime.fromtimestamp(web.clock(), UTC))
 
