@@ -33,11 +33,14 @@ SECURITY_HEADERS = {
 }
 
 
-@pytest.fixture
-def web(web_factory: WebFactory, store_url: str) -> Web:
-    """The shared fixture's server, on each database (sqlite, postgresql): every read the API
-    makes is SQL the two must answer alike."""
-    return web_factory(database_url=store_url)
+class OnBothDatabases:
+    """Tests of calls that read or write the store run on each database (sqlite, postgresql):
+    that SQL the two must answer alike. Parameter checks, headers and the service calls answer
+    before any SQL and run on SQLite only (a PostgreSQL fleet costs 1.5 s to set up)."""
+
+    @pytest.fixture
+    def web(self, web_factory: WebFactory, store_url: str) -> Web:
+        return web_factory(database_url=store_url)
 
 
 @pytest.fixture
@@ -60,7 +63,7 @@ def stored_docs(web: Web, node: str) -> list[dict[str, Any]]:
     return [json.loads(text) for text in web.store.verdicts(node, None, None, 10_000)]
 
 
-class TestNodes:
+class TestNodes(OnBothDatabases):
     def test_every_node_with_the_contracts_fields(self, op: Client, fleet: Fleet) -> None:
         """GET /api/nodes: one object per node, each with DESIGN.md's keys."""
         reply = op.get("/api/nodes")
@@ -148,7 +151,7 @@ class TestNodes:
             assert reply.error == "no such node"
 
 
-class TestVerdicts:
+class TestVerdicts(OnBothDatabases):
     def test_the_payloads_as_published_oldest_first(
         self, web: Web, op: Client, fleet: Fleet
     ) -> None:
@@ -179,7 +182,7 @@ class TestVerdicts:
         assert [r["capture"] for r in reports] == ["running"]
 
 
-class TestSeriesGapsAlarms:
+class TestSeriesGapsAlarms(OnBothDatabases):
     def test_series_buckets_count_every_verdict(self, web: Web, op: Client, fleet: Fleet) -> None:
         now = datetime.fromtimestamp(web.clock(), UTC)
         start, end = iso(now - timedelta(hours=2)), iso(now + timedelta(seconds=1))
@@ -223,7 +226,7 @@ class TestSeriesGapsAlarms:
         assert len(op.get("/api/alarms").json()) == 3
 
 
-class TestAcknowledge:
+class TestAcknowledge(OnBothDatabases):
     def test_ack_stores_who_when_and_the_note(self, web: Web, op: Client, fleet: Fleet) -> None:
         alarm_id = by_node(op.get("/api/nodes").json())[fleet.alarm]["alarm"]["id"]
         reply = op.post(f"/api/alarms/{alarm_id}/ack", {"note": "  crew sent, ETA 40 min  "})
@@ -291,7 +294,7 @@ class TestAcknowledge:
         assert garbage.error == "body: not valid JSON"
 
 
-class TestExport:
+class TestExport(OnBothDatabases):
     def test_csv_of_one_node(self, web: Web, op: Client, fleet: Fleet) -> None:
         reply = op.get(f"/api/export.csv?node={fleet.stale}")
         assert reply.status == 200
