@@ -32,12 +32,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from control.config import ControlSettings
-from control.ingest import Ignored, node_problem, to_record
+from control.ingest import Ignored, clip_of, node_problem, to_record
 from control.store import Store, StoreError
 from control.store.records import QuarantineIn, Record, VerdictIn
 from daemon.deliver.publish import make_client
 from daemon.errors import CoronaError
-from daemon.evidence import names
 
 log = structlog.get_logger(__name__)
 
@@ -209,8 +208,8 @@ class Collector:
 
     def request_clip(self, node: str, name: str, user: str) -> None:
         """Ask `node` for evidence clip `name` (QoS 1); it arrives on clip/NAME and is stored."""
-        clip = names.parse(name)
-        if node_problem(node) is not None or clip is None or clip.node != names.safe_node(node):
+        clip = clip_of(node, name)
+        if node_problem(node) is not None or clip is None:
             raise ClipRequestError(f"not a clip name of this node: {name!r}"[:200])
         if not self.stats.snapshot()["mqtt_connected"]:
             raise ClipRequestError("not connected to the broker: try again when it is back")

@@ -7,34 +7,20 @@ refusal of unknown keys are daemon.config's.
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
-from daemon.config import MqttSettings, build, parse_listen
+from daemon.config import MqttSettings, build, default_state_dir, parse_listen
+from daemon.config import setting_range as _range
 from daemon.errors import ConfigError
 
 
-def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
-    return {"min": lo, "max": hi}
-
-
-def default_state_dir() -> Path:
-    """systemd's StateDirectory= when run as a service, else the XDG state folder."""
-    state = os.environ.get("STATE_DIRECTORY")
-    if state:
-        return Path(state.split(":")[0])
-    xdg = os.environ.get("XDG_STATE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
-    return base / "corona-control"
-
-
 def _default_database_url() -> str:
-    return f"sqlite:///{default_state_dir() / 'control.db'}"
+    return f"sqlite:///{default_state_dir('corona-control') / 'control.db'}"
 
 
 @dataclass(frozen=True)

@@ -196,8 +196,15 @@ def _verdict(node: str, doc: dict[str, Any], text: str, received_at: float) -> V
 
 def _clip_name(node: str, value: Any) -> str | None:
     """The verdict's clip when it is a clip name of this node (else the page offers none)."""
+    name = clip_of(node, value)
+    return None if name is None else name.name
+
+
+def clip_of(node: str, value: object) -> names.ClipName | None:
+    """value parsed as a clip name that belongs to `node` (its node part is the node's safe
+    name), else None: the one check for clip names from verdicts, the page and requests."""
     name = names.parse(value)
-    return name.name if name is not None and name.node == names.safe_node(node) else None
+    return name if name is not None and name.node == names.safe_node(node) else None
 
 
 def _timestamp(text: str) -> float:

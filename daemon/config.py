@@ -35,18 +35,23 @@ DEFAULT_MODEL_PATH = REPO_ROOT / "models" / "corona-demo.tflite"
 DEFAULT_PASSWORD_ENV = "CORONA_MQTT_PASSWORD"  # noqa: S105 - a variable name, not a password
 
 
-def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+def setting_range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    """A field's metadata: the range `build` checks its value against."""
     return {"min": lo, "max": hi}
 
 
-def _default_state_dir() -> Path:
-    # systemd's StateDirectory= exports STATE_DIRECTORY; by hand we use the XDG location.
+_range = setting_range
+
+
+def default_state_dir(program: str = "corona-monitor") -> Path:
+    """Where `program` keeps its state: systemd's StateDirectory= (exported as
+    STATE_DIRECTORY) when run as a service, by hand the XDG location."""
     state = os.environ.get("STATE_DIRECTORY")
     if state:
         return Path(state.split(":")[0])
     xdg = os.environ.get("XDG_STATE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "state"
-    return base / "corona-monitor"
+    return base / program
 
 
 @dataclass(frozen=True)
@@ -180,7 +185,7 @@ class MqttSettings:
 
 @dataclass(frozen=True)
 class OutboxSettings:
-    path: Path = field(default_factory=lambda: _default_state_dir() / "outbox.sqlite")
+    path: Path = field(default_factory=lambda: default_state_dir() / "outbox.sqlite")
     max_rows: int = field(default=100_000, metadata=_range(1, 100_000_000))
     min_free_mb: float = field(default=50.0, metadata=_range(0.0, 1_000_000.0))
     """Below this much free disk the outbox goes on in memory (health: outbox degraded) and

@@ -7,7 +7,7 @@ store kept (oldest first), never re-encoded from parsed values.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Final
@@ -49,7 +49,7 @@ def _now(ctx: Context) -> datetime:
     return datetime.fromtimestamp(ctx.clock(), UTC)
 
 
-def _known_node(ctx: Context, args: Args) -> str:
+def known_node(ctx: Context, args: Args) -> str:
     node = params.node_segment(args["node"])
     if not ctx.store.has_node(node):
         raise HttpError(HTTPStatus.NOT_FOUND, "no such node")
@@ -75,20 +75,25 @@ def node(ctx: Context, req: Request, args: Args) -> Response:
 
 
 def verdicts(ctx: Context, req: Request, args: Args) -> Response:
-    params.only(req.query, ("from", "to", "limit"))
-    start, end = params.time_range(req.query)
-    limit = params.int_param(req.query, "limit", default=VERDICTS_DEFAULT, lo=1, hi=VERDICTS_MAX)
-    name = _known_node(ctx, args)
-    texts = ctx.store.verdicts(name, start, end, limit)
-    return text_json_response("[" + ",".join(raw_json(t) for t in texts) + "]")
+    return _stored_texts(ctx, req, args, ctx.store.verdicts)
 
 
 def health(ctx: Context, req: Request, args: Args) -> Response:
+    return _stored_texts(ctx, req, args, ctx.store.health)
+
+
+def _stored_texts(
+    ctx: Context,
+    req: Request,
+    args: Args,
+    read: Callable[[str, float | None, float | None, int], list[str]],
+) -> Response:
+    """A node's stored documents in [from, to), oldest first, as the JSON array of their texts."""
     params.only(req.query, ("from", "to", "limit"))
     start, end = params.time_range(req.query)
     limit = params.int_param(req.query, "limit", default=VERDICTS_DEFAULT, lo=1, hi=VERDICTS_MAX)
-    name = _known_node(ctx, args)
-    texts = ctx.store.health(name, start, end, limit)
+    name = known_node(ctx, args)
+    texts = read(name, start, end, limit)
     return text_json_response("[" + ",".join(raw_json(t) for t in texts) + "]")
 
 
@@ -96,7 +101,7 @@ def series(ctx: Context, req: Request, args: Args) -> Response:
     params.only(req.query, ("from", "to", "points"))
     start, end = params.time_range(req.query)
     points = params.int_param(req.query, "points", default=POINTS_DEFAULT, lo=1, hi=POINTS_MAX)
-    name = _known_node(ctx, args)
+    name = known_node(ctx, args)
     if end is None:
         # Without to=: the day after from=, or the day up to the node's last window (a
         # replay's windows lie in 1970, a dead node's days ago: either way its data).
@@ -119,14 +124,14 @@ def series(ctx: Context, req: Request, args: Args) -> Response:
 
 def gaps(ctx: Context, req: Request, args: Args) -> Response:
     params.only(req.query, ())
-    name = _known_node(ctx, args)
+    name = known_node(ctx, args)
     return json_response([g.as_json() for g in ctx.store.gaps(name)])
 
 
 def node_alarms(ctx: Context, req: Request, args: Args) -> Response:
     params.only(req.query, ("limit",))
     limit = params.int_param(req.query, "limit", default=ALARMS_DEFAULT, lo=1, hi=ALARMS_MAX)
-    name = _known_node(ctx, args)
+    name = known_node(ctx, args)
     alarms = ctx.store.alarms(open_only=False, node=name, limit=limit)
     return json_response([a.as_json() for a in alarms])
 

@@ -14,10 +14,11 @@ from http import HTTPStatus
 from typing import Final
 
 from control.collector import ClipRequestError
+from control.ingest import clip_of
 from control.web import params
+from control.web.api import known_node
 from control.web.context import Context
 from control.web.exchange import HttpError, Request, Response, json_response
-from daemon.evidence import names
 
 WINDOWS_DEFAULT: Final = 50
 WINDOWS_MAX: Final = 1000
@@ -28,16 +29,9 @@ FLAC_TYPE: Final = "audio/flac"
 Args = Mapping[str, str]
 
 
-def _node(ctx: Context, args: Args) -> str:
-    node = params.node_segment(args["node"])
-    if not ctx.store.has_node(node):
-        raise HttpError(HTTPStatus.NOT_FOUND, "no such node")
-    return node
-
-
 def _clip(node: str, segment: str) -> str:
-    name = names.parse(segment)
-    if name is None or name.node != names.safe_node(node):
+    name = clip_of(node, segment)
+    if name is None:
         raise HttpError(HTTPStatus.NOT_FOUND, "no such clip")
     return name.name
 
@@ -52,13 +46,13 @@ def windows(ctx: Context, req: Request, args: Args) -> Response:
     """GET /api/nodes/{node}/windows: the newest windows that name a clip, newest first."""
     params.only(req.query, ("limit",))
     limit = params.int_param(req.query, "limit", default=WINDOWS_DEFAULT, lo=1, hi=WINDOWS_MAX)
-    node = _node(ctx, args)
+    node = known_node(ctx, args)
     return json_response([w.as_json() for w in ctx.store.evidence(node, limit)])
 
 
 def request_clip(ctx: Context, req: Request, args: Args) -> Response:
     """POST /api/nodes/{node}/clips/{clip}/request: ask the node for the clip (202)."""
-    node = _node(ctx, args)
+    node = known_node(ctx, args)
     clip = _clip(node, args["clip"])
     user = _user(req)
     if ctx.request_clip is None:
@@ -73,7 +67,7 @@ def request_clip(ctx: Context, req: Request, args: Args) -> Response:
 def clip_state(ctx: Context, req: Request, args: Args) -> Response:
     """GET /api/nodes/{node}/clips/{clip}: stored, refused or pending (404: never asked for)."""
     params.only(req.query, ())
-    node = _node(ctx, args)
+    node = known_node(ctx, args)
     clip = _clip(node, args["clip"])
     state = ctx.store.clip_state(node, clip)
     if state is None:
@@ -84,7 +78,7 @@ def clip_state(ctx: Context, req: Request, args: Args) -> Response:
 def clip_audio(ctx: Context, req: Request, args: Args) -> Response:
     """GET /api/nodes/{node}/clips/{clip}/audio: the FLAC as the node sent it."""
     params.only(req.query, ())
-    node = _node(ctx, args)
+    node = known_node(ctx, args)
     clip = _clip(node, args["clip"])
     flac = ctx.store.clip(node, clip)
     if flac is None:
@@ -99,7 +93,7 @@ def clip_audio(ctx: Context, req: Request, args: Args) -> Response:
 
 def label(ctx: Context, req: Request, args: Args) -> Response:
     """POST /api/nodes/{node}/verdicts/{seq}/label {label, note}: a person's judgement."""
-    node = _node(ctx, args)
+    node = known_node(ctx, args)
     seq = params.seq_segment(args["seq"])
     fields = params.body_fields(req)
     value = params.text_field(fields, "label", max_chars=16, default="")
