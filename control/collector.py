@@ -80,6 +80,8 @@ class CollectorStats:
         self.database_errors = 0
         self.database_ok = True
         self.connected = False
+        self.subscribed = False
+        """The broker acknowledged our subscriptions on the current connection."""
         self.connects = 0
         self.last_stored_at: float | None = None
         self._lags: deque[float] = deque(maxlen=LAG_SAMPLES)
@@ -160,6 +162,7 @@ class Collector:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     @property
@@ -246,8 +249,12 @@ class Collector:
             self._connection += 1
         with self.stats._lock:
             self.stats.connected = False
+            self.stats.subscribed = False
         if not self._stopping.is_set():
             log.warning("collector_disconnected", reason=str(reason))
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, _codes: Any, _p: Any) -> None:
+        self.stats.subscribed = True
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         # Only hand over: storing happens on the writer, so paho's thread waits on disk only

@@ -32,7 +32,8 @@ def running(store: Store, settings: ControlSettings) -> Iterator[Collector]:
     collector = Collector(store, settings)
     collector.start()
     try:
-        wait_until(lambda: collector.stats.snapshot()["mqtt_connected"], "the collector's CONNACK")
+        # The SUBACK, not the CONNACK: a message published in between reaches no subscription.
+        wait_until(lambda: collector.stats.subscribed, "the collector's SUBACK")
         yield collector
     finally:
         collector.stop()
